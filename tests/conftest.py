@@ -1,0 +1,29 @@
+"""Shared test helpers.
+
+Tests that need a real service (SLURM, Prometheus) call `require_service`: without the service they
+skip with the reason, but under EDGEFLOW_REQUIRE_SERVICES=1 (set by CI) a missing service fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def require_service(available: bool, reason: str) -> None:
+    if available:
+        return
+    if os.environ.get("EDGEFLOW_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service missing (EDGEFLOW_REQUIRE_SERVICES=1): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
