@@ -142,7 +142,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            # YAML reads 000021222 as a number (and 012012012 as octal): arch codes must be quoted.
+            hint = " (quote it in YAML, e.g. '000021222')" if isinstance(value, int) else ""
+            raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
         return value
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 

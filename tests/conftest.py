@@ -27,3 +27,13 @@ def require_service(available: bool, reason: str) -> None:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo data set rendered once per session: <dir>/train (24 samples), <dir>/val (8)."""
+    from edgeflow.data.demo import render_demo_dataset
+
+    out = tmp_path_factory.mktemp("demo_data")
+    render_demo_dataset(out, n_train=24, n_val=8, seed=0)
+    return out
