@@ -1,0 +1,192 @@
+"""tf.data input pipeline (SPEC §1): FC2 samples -> (x, flow) batches for training and evaluation.
+
+x is float32 [b, H, W, 6] = concat(img_0, img_1) in BGR order mapped by (v/255 - 0.5)*2; flow is
+float32 [b, H, W, 2] clipped to +-data.flow_clip. Decoding uses native ops (read_file, decode_png,
+decode_raw) in parallel with a deterministic order, and crops while the pixels are still uint8.
+
+A sample that cannot be read at training time (changed since the scan) stops the pipeline with an
+error naming the file; it is never skipped or replaced. tf.data cannot catch an op's error inside a
+map, so each element carries its position, errors are turned into gaps, and a sequential check right
+after the map raises on the first gap, naming the file and what is wrong with it (re-checked in
+Python); a sentinel at the end catches a failure of the last element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from edgeflow import config as config_mod
+from edgeflow.data import flo
+from edgeflow.data.scan import Sample, _check_deep, _check_headers, _sort_key
+
+_MAGIC_INT = int.from_bytes(flo.MAGIC, "little", signed=True)  # "PIEH" read as an int32
+_CROP_STREAM = 0xC409  # separates the crop-offset generator from the order generator of an epoch
+# In the message of the tf.errors.InvalidArgumentError raised by iteration for an unreadable sample.
+UNREADABLE = "is unreadable (changed since the scan?)"
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True for the error the pipeline raises on a sample that cannot be read (a data error, exit 2)."""
+    return isinstance(exc, tf.errors.OpError) and UNREADABLE in str(exc)
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """ceil(N / batch): the last batch of an epoch is smaller, never dropped."""
+    return -(-num_samples // batch_size)
+
+
+def _autotune(value: int) -> int:
+    return tf.data.AUTOTUNE if value == 0 else value
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The sample order of an epoch: a permutation (no replacement) seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def crop_draws(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """Uniform [0, 1) draws (top, left) for each position of an epoch, seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch, _CROP_STREAM]).random((num_samples, 2))
+
+
+def _diagnose(sample: Sample, min_size: tuple[int, int]) -> str:
+    problems = _check_headers(sample, min_size)
+    if not problems:
+        try:
+            problems = _check_deep(sample)
+        except ImportError:
+            problems = []
+    if problems:
+        return "; ".join(f"{p.path}: {p.detail}" for p in problems)
+    return (f"sample {sample.sample_id} ({sample.img0}, {sample.img1}, {sample.flow}) could not be decoded by "
+            f"TensorFlow (its error is logged above)")
+
+
+def _decode(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, draw: tf.Tensor, *, height: int, width: int,
+            clip: float, centre: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    im0 = tf.io.decode_png(tf.io.read_file(img0), channels=3)
+    im1 = tf.io.decode_png(tf.io.read_file(img1), channels=3)
+    flo_bytes = tf.io.read_file(flow_path)
+    h, w = tf.shape(im0)[0], tf.shape(im0)[1]
+    header = tf.io.decode_raw(tf.strings.substr(flo_bytes, 0, flo.HEADER_BYTES), tf.int32, little_endian=True)
+    if centre:
+        top, left = (h - height) // 2, (w - width) // 2
+    else:
+        span = tf.cast(tf.stack([h - height + 1, w - width + 1]), tf.float64)
+        offsets = tf.minimum(tf.cast(tf.floor(draw * span), tf.int32), tf.stack([h - height, w - width]))
+        top, left = offsets[0], offsets[1]
+    # What would otherwise pass silently (a wrong crop, a misread flow) fails here; the failure becomes
+    # a gap that the position check reports with the file's name and the exact problem.
+    ok = tf.reduce_all(tf.stack([
+        tf.reduce_all(tf.equal(tf.shape(im1), tf.shape(im0))),
+        h >= height, w >= width,
+        tf.equal(header[0], _MAGIC_INT),
+        tf.equal(header[1], w), tf.equal(header[2], h),
+        tf.equal(tf.strings.length(flo_bytes), flo.HEADER_BYTES + 8 * w * h),
+    ]))
+    with tf.control_dependencies([tf.debugging.Assert(ok, ["sample does not match its scan"])]):
+        # Only the rows of the crop are decoded from the .flo bytes.
+        rows = tf.strings.substr(flo_bytes, flo.HEADER_BYTES + top * w * 8, height * w * 8)
+    flow = tf.reshape(tf.io.decode_raw(rows, tf.float32, little_endian=True), [height, w, 2])[:, left:left + width]
+    # Reversing [img_1 RGB, img_0 RGB] gives [img_0 BGR, img_1 BGR]: one reverse of the pair is far
+    # cheaper than a negative-stride slice of each frame.
+    pair = tf.reverse(tf.concat([im1[top:top + height, left:left + width],
+                                 im0[top:top + height, left:left + width]], axis=-1), axis=[-1])
+    with tf.control_dependencies([tf.debugging.assert_all_finite(flow, message="non-finite flow values")]):
+        flow = tf.clip_by_value(flow, -clip, clip)
+    return tf.ensure_shape(pair, [height, width, 6]), tf.ensure_shape(flow, [height, width, 2])
+
+
+def to_unit_range(pair: tf.Tensor) -> tf.Tensor:
+    """uint8 -> float32 (v/255 - 0.5)*2, computed as v/127.5 - 1: the same float32 for every v (the
+    factor 2 is exact in binary) with one pass less."""
+    return tf.cast(pair, tf.float32) / 127.5 - 1.0
+
+
+def _build(ordered: Sequence[Sample], draws: np.ndarray, start: int, cfg: config_mod.Config, *, batch_size: int,
+           centre: bool, what: str) -> tf.data.Dataset:
+    """Positions start..len(ordered)-1 of `ordered`, decoded, batched, checked for gaps."""
+    height, width, clip = cfg.data.input_height, cfg.data.input_width, float(cfg.data.flow_clip)
+    end = len(ordered)
+    rest = ordered[start:]
+    table = (
+        tf.constant([s.img0 for s in rest], tf.string),
+        tf.constant([s.img1 for s in rest], tf.string),
+        tf.constant([s.flow for s in rest], tf.string),
+        tf.constant(draws[start:end].reshape(-1, 2), tf.float64),
+        tf.constant(np.arange(start, end, dtype=np.int64)),
+    )
+    min_size = (height, width)
+
+    def load(img0, img1, flow_path, draw, pos):
+        x, flow = _decode(img0, img1, flow_path, draw, height=height, width=width, clip=clip, centre=centre)
+        return x, flow, pos
+
+    def explain(pos: tf.Tensor) -> tf.Tensor:
+        sample = ordered[int(pos.numpy())]
+        return tf.constant(f"{what} sample {sample.sample_id} at position {int(pos)} {UNREADABLE}: "
+                           f"{_diagnose(sample, min_size)}")
+
+    def check(expected, batch):
+        # Positions must run on from the previous batch without a gap; the end sentinel rides in the
+        # last batch, so a failed last element shows up as a gap too.
+        x, flow, pos = batch
+        want = expected + tf.range(tf.size(pos, out_type=tf.int64), dtype=tf.int64)
+        mismatch = tf.not_equal(pos, want)
+        ok = tf.logical_not(tf.reduce_any(mismatch))
+        message = tf.cond(ok, lambda: tf.constant(""),
+                          lambda: tf.py_function(explain, [want[tf.argmax(tf.cast(mismatch, tf.int32))]], tf.string))
+        with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
+            keep = pos < end
+        x, flow = tf.cond(tf.reduce_all(keep), lambda: (x, flow),
+                          lambda: (tf.boolean_mask(x, keep), tf.boolean_mask(flow, keep)))
+        return expected + tf.size(pos, out_type=tf.int64), (x, flow)
+
+    def not_empty(pair, flow):
+        return tf.shape(pair)[0] > 0
+
+    def normalise(pair, flow):
+        return to_unit_range(pair), flow
+
+    parallel = _autotune(cfg.data.num_parallel_calls)
+    sentinel = tf.data.Dataset.from_tensors((tf.zeros([height, width, 6], tf.uint8), tf.zeros([height, width, 2]),
+                                             tf.constant(end, tf.int64)))
+    ds = tf.data.Dataset.from_tensor_slices(table)
+    ds = ds.map(load, num_parallel_calls=parallel, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)  # every error becomes a gap that `check` raises on
+    # Batched while uint8 (4x less to copy), converted to float per batch.
+    ds = ds.concatenate(sentinel).batch(batch_size).scan(tf.constant(start, tf.int64), check).filter(not_empty)
+    ds = ds.map(normalise, num_parallel_calls=parallel, deterministic=True)
+    ds = ds.prefetch(_autotune(cfg.data.prefetch_batches))
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options)
+
+
+def train_dataset(samples: Sequence[Sample], cfg: config_mod.Config, epoch: int, *,
+                  skip_batches: int = 0) -> tf.data.Dataset:
+    """One epoch of training batches; `skip_batches=k` yields exactly batches k.. of the same epoch."""
+    if not samples:
+        raise ValueError("train_dataset: no samples")
+    batch = cfg.train.batch_size
+    if not 0 <= skip_batches <= steps_per_epoch(len(samples), batch):
+        raise ValueError(f"skip_batches={skip_batches} outside 0..{steps_per_epoch(len(samples), batch)}")
+    order = epoch_order(len(samples), cfg.runtime.seed, epoch)
+    ordered = [samples[i] for i in order]
+    draws = crop_draws(len(samples), cfg.runtime.seed, epoch)
+    return _build(ordered, draws, min(skip_batches * batch, len(samples)), cfg, batch_size=batch, centre=False, what="training")
+
+
+def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_size: int,
+                 num_batches: int) -> tf.data.Dataset:
+    """The first `num_batches` batches of `samples` sorted by id, centre-cropped; the same every time."""
+    if not samples:
+        raise ValueError("eval_dataset: no samples")
+    if batch_size < 1 or num_batches < 1:
+        raise ValueError(f"eval_dataset: batch_size and num_batches must be >= 1, got {batch_size}, {num_batches}")
+    ordered = sorted(samples, key=lambda s: _sort_key(s.sample_id))[:batch_size * num_batches]
+    draws = np.zeros((len(ordered), 2))
+    return _build(ordered, draws, 0, cfg, batch_size=batch_size, centre=True, what="evaluation")

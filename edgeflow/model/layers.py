@@ -1,0 +1,162 @@
+"""Building blocks of the supernet as tf.Modules with explicit tf.Variables (SPEC §2).
+
+Explicit variables (no Keras layers) keep the names, the BN statistics and the checkpoint layout under
+our control. Initial values come from NumPy generators keyed by (seed, variable path), so a given seed
+gives the same weights whatever else is built, on any machine.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9
+
+
+def resize_bilinear_legacy(x: tf.Tensor, size) -> tf.Tensor:
+    """Bilinear resize on the TF1 grid (align_corners=False, half_pixel_centers=False).
+
+    Output pixel i samples input coordinate i * in/out (no half-pixel shift), clamped at the border;
+    this is what the existing checkpoints were trained with and differs from `tf.image.resize`.
+    """
+    return tf.raw_ops.ResizeBilinear(images=x, size=tf.cast(size, tf.int32), align_corners=False,
+                                     half_pixel_centers=False)
+
+
+def upsample2x(x: tf.Tensor) -> tf.Tensor:
+    """Double height and width of the current tensor (no skip connection decides the size)."""
+    return resize_bilinear_legacy(x, tf.shape(x)[1:3] * 2)
+
+
+def _module_name(path: str) -> str:
+    # tf.Module names must be identifiers; the full path ("EB0/depth2/block1") stays in variable names.
+    return path.replace("/", "__")
+
+
+def _initial_rng(seed: int, path: str) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), zlib.crc32(path.encode())])))
+
+
+def glorot_uniform(shape: tuple[int, ...], seed: int, path: str) -> np.ndarray:
+    """Glorot-uniform values for a conv kernel [kh, kw, cin, cout] (fans include the receptive field)."""
+    kh, kw, cin, cout = shape
+    limit = np.sqrt(6.0 / (kh * kw * cin + kh * kw * cout))
+    return _initial_rng(seed, path).uniform(-limit, limit, size=shape).astype(np.float32)
+
+
+class Conv2D(tf.Module):
+    """Conv with padding "same", no bias."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, *, seed: int, name: str) -> None:
+        super().__init__(name=_module_name(name))
+        self.kernel_size = kernel
+        self.stride = stride
+        shape = (kernel, kernel, cin, cout)
+        self.kernel = tf.Variable(glorot_uniform(shape, seed, f"{name}/kernel"), name=f"{name}/kernel")
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.conv2d(x, self.kernel, strides=self.stride, padding="SAME")
+
+
+class BatchNorm(tf.Module):
+    """TF1 fused batch norm: batch statistics in training mode, moving statistics in inference mode.
+
+    In training mode the moving statistics are updated as moving = m*moving + (1-m)*batch, where the
+    batch variance has Bessel's correction (n/(n-1)), as TF1's fused batch norm did; the normalisation
+    itself uses the biased batch variance.
+    """
+
+    def __init__(self, channels: int, *, name: str) -> None:
+        super().__init__(name=_module_name(name))
+        self.gamma = tf.Variable(tf.ones([channels]), name=f"{name}/gamma")
+        self.beta = tf.Variable(tf.zeros([channels]), name=f"{name}/beta")
+        self.moving_mean = tf.Variable(tf.zeros([channels]), trainable=False, name=f"{name}/moving_mean")
+        self.moving_variance = tf.Variable(tf.ones([channels]), trainable=False,
+                                           name=f"{name}/moving_variance")
+
+    def __call__(self, x: tf.Tensor, *, training: bool, momentum=BN_MOMENTUM) -> tf.Tensor:
+        if not training:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
+                epsilon=BN_EPSILON, is_training=False)
+            return y
+        y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
+            x, self.gamma, self.beta, epsilon=BN_EPSILON, is_training=True)
+        m = tf.cast(momentum, tf.float32)
+        # The statistics are not differentiated through (as in TF1, where the update ops sat outside).
+        batch_mean = tf.stop_gradient(batch_mean)
+        batch_var = tf.stop_gradient(batch_var)
+        self.moving_mean.assign(m * self.moving_mean + (1.0 - m) * batch_mean)
+        self.moving_variance.assign(m * self.moving_variance + (1.0 - m) * batch_var)
+        return y
+
+
+class ConvBNReLU(tf.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, *, seed: int, name: str) -> None:
+        super().__init__(name=_module_name(name))
+        self.conv = Conv2D(cin, cout, kernel, stride, seed=seed, name=f"{name}/conv")
+        self.bn = BatchNorm(cout, name=f"{name}/bn")
+
+    def __call__(self, x: tf.Tensor, *, training: bool, momentum=BN_MOMENTUM) -> tf.Tensor:
+        return tf.nn.relu(self.bn(self.conv(x), training=training, momentum=momentum))
+
+
+class ResidualBlock(tf.Module):
+    """conv3x3 + BN + ReLU, conv3x3 + BN, add the input, ReLU; channels unchanged."""
+
+    def __init__(self, channels: int, *, seed: int, name: str) -> None:
+        super().__init__(name=_module_name(name))
+        self.conv1 = Conv2D(channels, channels, 3, seed=seed, name=f"{name}/conv1")
+        self.bn1 = BatchNorm(channels, name=f"{name}/bn1")
+        self.conv2 = Conv2D(channels, channels, 3, seed=seed, name=f"{name}/conv2")
+        self.bn2 = BatchNorm(channels, name=f"{name}/bn2")
+
+    def __call__(self, x: tf.Tensor, *, training: bool, momentum=BN_MOMENTUM) -> tf.Tensor:
+        h = tf.nn.relu(self.bn1(self.conv1(x), training=training, momentum=momentum))
+        h = self.bn2(self.conv2(h), training=training, momentum=momentum)
+        return tf.nn.relu(h + x)
+
+
+class DepthChoice(tf.Module):
+    """Three independent branches on the same input: option d runs d+1 residual blocks of its own."""
+
+    def __init__(self, channels: int, *, seed: int, name: str) -> None:
+        super().__init__(name=_module_name(name))
+        self.branches = [
+            [ResidualBlock(channels, seed=seed, name=f"{name}/depth{d + 1}/block{i}") for i in range(d + 1)]
+            for d in range(3)
+        ]
+
+    def branch_modules(self, option: int) -> list[tf.Module]:
+        return list(self.branches[option])
+
+    def __call__(self, x: tf.Tensor, option: tf.Tensor, *, training: bool, momentum=BN_MOMENTUM) -> tf.Tensor:
+        def make_branch(blocks):
+            def run():
+                h = x
+                for block in blocks:
+                    h = block(h, training=training, momentum=momentum)
+                return h
+            return run
+
+        # switch_case runs (and differentiates) only the selected branch.
+        return tf.switch_case(option, [make_branch(b) for b in self.branches], name=self.name)
+
+
+class KernelChoice(tf.Module):
+    """Three convs (3x3, 5x5, 7x7), each with its own weights; the option picks one."""
+
+    KERNELS = (3, 5, 7)
+
+    def __init__(self, cin: int, cout: int, *, seed: int, name: str) -> None:
+        super().__init__(name=_module_name(name))
+        self.convs = [Conv2D(cin, cout, k, seed=seed, name=f"{name}/k{k}") for k in self.KERNELS]
+
+    def branch_modules(self, option: int) -> list[tf.Module]:
+        return [self.convs[option]]
+
+    def __call__(self, x: tf.Tensor, option: tf.Tensor) -> tf.Tensor:
+        return tf.switch_case(option, [lambda c=c: c(x) for c in self.convs], name=self.name)

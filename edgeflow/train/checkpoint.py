@@ -1,0 +1,105 @@
+"""Crash-safe checkpoints: `checkpoints/<kind>-<serial>.*` files plus a small pointer `<kind>.json`.
+
+Light module (the TensorFlow write is passed in as a function), so the pointer logic is testable
+alone and the launcher/monitor can read pointers without TensorFlow.
+
+Order of a save: write a fresh prefix (never one a pointer names), atomically replace the pointer,
+then delete every file no pointer names. A crash at any point leaves the previous pointer and the
+files it names intact; leftovers of a half-written save are removed by the next save.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeflow.rundir import atomic_write_json, read_json
+
+KINDS = ("latest", "best")
+_FILE = re.compile(r"^(?P<kind>latest|best)-(?P<serial>\d+)(?=[._]|$)")
+
+
+class CheckpointError(RuntimeError):
+    """A pointer that names files which are not there, or a pointer that is not valid JSON."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    kind: str
+    prefix: Path          # full path prefix, as tf.train.Checkpoint.read expects
+    state: dict[str, Any]  # the training state that matches these weights
+
+
+class CheckpointStore:
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def pointer_path(self, kind: str) -> Path:
+        _check_kind(kind)
+        return self.directory / f"{kind}.json"
+
+    def pointer(self, kind: str) -> Pointer | None:
+        """The complete checkpoint of `kind`, or None when none was ever completed."""
+        path = self.pointer_path(kind)
+        try:
+            data = read_json(path)
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint pointer {path} is not valid JSON: {exc}") from None
+        if data is None:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("prefix"), str):
+            raise CheckpointError(f"checkpoint pointer {path} has no 'prefix'")
+        prefix = self.directory / data["prefix"]
+        if not Path(f"{prefix}.index").is_file():
+            raise CheckpointError(f"checkpoint pointer {path} names {prefix}.index, which does not exist")
+        return Pointer(kind=kind, prefix=prefix, state=dict(data.get("state") or {}))
+
+    def save(self, kind: str, write: Callable[[str], object], state: dict[str, Any]) -> Pointer:
+        """Write a new checkpoint of `kind` with `write(prefix)` and make the pointer name it."""
+        _check_kind(kind)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"{kind}-{self._next_serial():06d}"
+        prefix = self.directory / name
+        write(str(prefix))
+        if not Path(f"{prefix}.index").is_file():
+            raise CheckpointError(f"checkpoint write produced no {prefix}.index")
+        atomic_write_json(self.pointer_path(kind), {"prefix": name, "state": state, "written": time.time()})
+        self.remove_unreferenced()
+        return Pointer(kind=kind, prefix=prefix, state=state)
+
+    def referenced(self) -> set[str]:
+        names = set()
+        for kind in KINDS:
+            data = read_json(self.pointer_path(kind)) if self.pointer_path(kind).exists() else None
+            if isinstance(data, dict) and isinstance(data.get("prefix"), str):
+                names.add(data["prefix"])
+        return names
+
+    def remove_unreferenced(self) -> list[str]:
+        """Delete checkpoint files no pointer names (superseded saves and half-written leftovers)."""
+        keep = self.referenced()
+        removed = []
+        for entry in sorted(self.directory.iterdir()):
+            match = _FILE.match(entry.name)
+            if not match or f"{match['kind']}-{match['serial']}" in keep:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+        return removed
+
+    def _next_serial(self) -> int:
+        serials = [int(m["serial"]) for e in self.directory.iterdir() if (m := _FILE.match(e.name))]
+        return max(serials, default=0) + 1
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")

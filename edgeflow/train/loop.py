@@ -1,0 +1,268 @@
+"""The training loop: epochs of strict-fairness steps, evaluation, checkpoints, events, preemption.
+
+Started by `edgeflow.train.run` once the config, the data and the run directory passed their checks.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from edgeflow import rundir
+from edgeflow.data.pipeline import steps_per_epoch, train_dataset
+from edgeflow.model.supernet import Supernet
+from edgeflow.nas.sampler import FairSampler
+from edgeflow.train import early_stop, report
+from edgeflow.train.checkpoint import CheckpointStore
+from edgeflow.train.evaluate import Evaluator, datasets
+from edgeflow.train.run import Plan, write_run_start_files
+from edgeflow.train.runinfo import update_run_json
+from edgeflow.train.schedule import learning_rate, total_steps
+from edgeflow.train.signals import StopFlag
+from edgeflow.train.state import TrainState
+from edgeflow.train.step import TrainStep
+
+
+class _Diverged(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.cfg = plan.cfg
+        self.paths = plan.paths
+        self.job_id = rundir.slurm_job_id()
+        self.stop = StopFlag()
+        self.tty = sys.stdout.isatty()
+
+    # ---------------------------------------------------------------- setup
+    def run(self) -> int:
+        self.stop.install()
+        write_run_start_files(self.plan, self.job_id)
+        self.events = rundir.EventLog(self.paths.events, self.cfg.runtime.experiment_name, self.job_id)
+        self.store = CheckpointStore(self.paths.checkpoints)
+        try:
+            return self._run()
+        except _Diverged as exc:
+            return self._end("diverged", str(exc), rundir.EXIT_DIVERGED)
+        except Exception as exc:  # any other failure still ends the run's files cleanly
+            traceback.print_exc()
+            return self._end("failed", f"{type(exc).__name__}: {exc}", rundir.EXIT_FAILED)
+        finally:
+            self.stop.uninstall()
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        if cfg.train.mixed_precision:
+            # Layers that follow the Keras policy compute in float16; variables stay float32.
+            tf.keras.mixed_precision.set_global_policy("mixed_float16")
+        self.model = Supernet(seed=cfg.runtime.seed)
+        self.step_fn = TrainStep(self.model, cfg)
+        self.evaluator = Evaluator(self.model, cfg)
+        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.step_fn.optimizer)
+        self.sampler = FairSampler(cfg.runtime.seed)
+        self.spe = steps_per_epoch(len(self.plan.splits.train), cfg.train.batch_size)
+        self.horizon = total_steps(cfg.train.num_epochs, self.spe)
+
+    def _restore(self) -> tuple[TrainState, str, dict[str, Any]]:
+        """Load weights and state; returns (state, resumed_from, extra run_start fields)."""
+        plan, cfg = self.plan, self.cfg
+        extra: dict[str, Any] = {}
+        if plan.resume is not None:
+            self.checkpoint.read(str(plan.resume.prefix)).assert_existing_objects_matched()
+            state = TrainState.from_dict(plan.resume.state)
+            self.sampler.load_state_dict(state.sampler)
+            ended = (plan.previous_run or {}).get("status")
+            if cfg.checkpoint.reset_early_stop_on_resume and ended in ("completed", "early_stopped", "diverged",
+                                                                       "failed"):
+                # Only a deliberate continuation of an ended run resets; a requeue after preemption never does.
+                state.early_stop = early_stop.EarlyStopState()
+                extra["early_stop_reset"] = True
+                print("early stopping reset (checkpoint.reset_early_stop_on_resume)", flush=True)
+            if state.num_epochs != cfg.train.num_epochs:
+                extra["previous_num_epochs"] = state.num_epochs
+                print(f"schedule horizon changed: num_epochs {state.num_epochs} -> {cfg.train.num_epochs} "
+                      f"(cosine LR now ends at step {self.horizon})", flush=True)
+            state.num_epochs = cfg.train.num_epochs
+            state.status = "running"
+            where = f"epoch {state.epoch}" + (f", batch {state.batch_in_epoch}" if state.batch_in_epoch else "")
+            print(f"resumed from {plan.resume.prefix} ({where}, step {state.step})", flush=True)
+            return state, str(plan.resume.prefix), extra
+        state = TrainState(num_epochs=cfg.train.num_epochs, sampler=self.sampler.state_dict())
+        if plan.warm_start is not None:
+            # Weights (and BN statistics) only: a new experiment gets a fresh optimizer and schedule.
+            tf.train.Checkpoint(model=self.model).read(str(plan.warm_start.prefix)).expect_partial()
+            print(f"weights from {plan.warm_start.prefix} ({plan.warm_start_from}); fresh optimizer", flush=True)
+            extra["warm_start_from"] = plan.warm_start_from
+            return state, str(plan.warm_start.prefix), extra
+        return state, "", extra
+
+    # ---------------------------------------------------------------- main loop
+    def _run(self) -> int:
+        cfg = self.cfg
+        self._build()
+        state, resumed_from, extra = self._restore()
+        self.state = state
+        self.events.emit("run_start", train_samples=len(self.plan.splits.train),
+                         val_samples=len(self.plan.splits.val), resumed_from=resumed_from or None,
+                         start_epoch=state.epoch + 1, num_epochs=cfg.train.num_epochs,
+                         patience=cfg.eval.early_stop_patience, **extra)
+        self._write_state()
+        recal, evals = datasets(cfg, self.plan.splits.train, self.plan.splits.val)
+        for epoch in range(state.epoch + 1, cfg.train.num_epochs + 1):
+            if not self._train_epoch(epoch):
+                return self._preempted_mid_epoch(epoch)
+            finished = self._finish_epoch(epoch, recal, evals)
+            if finished is not None:
+                return finished
+            if self.stop.requested:
+                return self._end("preempted", f"{self.stop.name} after epoch {epoch}; checkpoint written",
+                                 rundir.EXIT_PREEMPTED)
+        # Reached only when there was nothing left to train (e.g. num_epochs lowered on resume).
+        return self._end("completed", f"num_epochs={cfg.train.num_epochs} reached", rundir.EXIT_OK)
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """Train the (rest of the) epoch; False when a preemption signal stopped it."""
+        cfg, state = self.cfg, self.state
+        skip = state.batch_in_epoch
+        dataset = train_dataset(self.plan.splits.train, cfg, epoch, skip_batches=skip)
+        last_beat = time.time()
+        beat_samples = 0
+        for x, flow in dataset:
+            archs = self.sampler.next_archs()
+            lr = learning_rate(state.step, cfg.train.lr, self.horizon, cfg.train.lr_schedule)
+            started = time.perf_counter()
+            result = self.step_fn(x, flow, archs, lr)
+            seconds = time.perf_counter() - started
+            batch = int(x.shape[0])
+            state.epoch_stats.add_step(loss=result.loss, grad_norm=result.grad_norm, clipped=result.clipped,
+                                       finite=result.finite, samples=batch, seconds=seconds)
+            state.record_step(archs, np.concatenate([x[:, 0, 0, :].numpy(), flow[:, 0, 0, :].numpy()], axis=1))
+            state.step += 1
+            state.batch_in_epoch += 1
+            state.sampler = self.sampler.state_dict()
+            if result.finite:
+                state.consecutive_nonfinite = 0
+            else:
+                state.consecutive_nonfinite += 1
+                state.nonfinite_total += 1
+                print(f"step {state.step}: non-finite loss or gradient (loss {result.loss}, grad norm "
+                      f"{result.grad_norm}); update skipped ({state.consecutive_nonfinite} in a row)", flush=True)
+                if state.consecutive_nonfinite >= cfg.train.max_nonfinite_steps:
+                    raise _Diverged(f"{state.consecutive_nonfinite} consecutive non-finite steps "
+                                    f"(train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}), last at "
+                                    f"epoch {epoch} step {state.step}")
+            beat_samples += batch
+            if self.tty:
+                print(f"\repoch {epoch} batch {state.batch_in_epoch}/{self.spe} loss {result.loss:.4f}",
+                      end="", flush=True)
+            if time.time() - last_beat >= cfg.runtime.heartbeat_seconds:
+                elapsed = time.time() - last_beat
+                self.events.emit("heartbeat", epoch=epoch, step=state.step,
+                                 samples_per_second=beat_samples / elapsed if elapsed > 0 else 0.0)
+                last_beat, beat_samples = time.time(), 0
+            if self.stop.requested and state.batch_in_epoch < self.spe:
+                return False
+        if self.tty:
+            print("\r", end="")
+        return True
+
+    def _finish_epoch(self, epoch: int, recal, evals) -> int | None:
+        """Epoch event, evaluation, early stopping, checkpoints; an exit code when the run ends."""
+        cfg, state = self.cfg, self.state
+        summary = state.epoch_stats.summary()
+        epoch_fields = dict(summary, epoch=epoch, step=state.step, fairness_gap=self.sampler.fairness_gap(),
+                            lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon,
+                                             cfg.train.lr_schedule))
+        self.events.emit("epoch", **_ordered(epoch_fields, report.EPOCH_EVENT_FIELDS))
+        eval_fields = None
+        stop = False
+        improved = False
+        if epoch % cfg.eval.every_epochs == 0 or epoch == cfg.train.num_epochs:
+            result = self.evaluator.evaluate(cfg.eval.pool, recal, evals)
+            decision = early_stop.update(state.early_stop, epoch, result.mean_epe, min_delta=cfg.eval.min_delta,
+                                         patience=cfg.eval.early_stop_patience,
+                                         min_epochs=cfg.eval.min_epochs_before_early_stop)
+            stop, improved = decision.stop, decision.improved
+            es = state.early_stop
+            eval_fields = dict(result.fields(), epoch=epoch, best_epe=es.best, best_epoch=es.best_epoch,
+                               bad_epochs=es.bad_epochs, patience=cfg.eval.early_stop_patience, improved=improved)
+            self.events.emit("eval", **_ordered(eval_fields, report.EVAL_EVENT_FIELDS))
+        state.epoch, state.batch_in_epoch = epoch, 0
+        state.epoch_stats = report.EpochStats()
+        ending = "early_stopped" if stop else ("completed" if epoch >= cfg.train.num_epochs else None)
+        state.status = ending or "running"
+        if improved:
+            self._save("best", epoch)
+        self._save("latest", epoch)
+        self._write_state()
+        rundir.atomic_write_text(self.paths.metrics, report.metrics_csv(rundir.read_events(self.paths.events)))
+        print(report.epoch_line(epoch, cfg.train.num_epochs, epoch_fields, eval_fields), flush=True)
+        if ending == "early_stopped":
+            es = state.early_stop
+            return self._end("early_stopped", f"no improvement of mean EPE for {es.bad_epochs} evaluations "
+                             f"(best {es.best:.4f} at epoch {es.best_epoch})", rundir.EXIT_OK)
+        if ending == "completed":
+            return self._end("completed", f"num_epochs={cfg.train.num_epochs} reached", rundir.EXIT_OK)
+        return None
+
+    # ---------------------------------------------------------------- files
+    def _save(self, kind: str, epoch: int, **extra: Any) -> None:
+        pointer = self.store.save(kind, self.checkpoint.write, self.state.to_dict())
+        self.events.emit("checkpoint", epoch=epoch, kind=kind, path=str(pointer.prefix), **extra)
+
+    def _write_state(self) -> None:
+        s, cfg = self.state, self.cfg
+        rundir.atomic_write_json(self.paths.state, _finite_json({
+            "experiment": cfg.runtime.experiment_name, "status": s.status, "epoch": s.epoch, "step": s.step,
+            "batch_in_epoch": s.batch_in_epoch, "num_epochs": cfg.train.num_epochs, "steps_per_epoch": self.spe,
+            "best_epe": s.early_stop.best, "best_epoch": s.early_stop.best_epoch,
+            "bad_epochs": s.early_stop.bad_epochs, "patience": cfg.eval.early_stop_patience,
+            "fairness_counts": self.sampler.counts.astype(int).tolist(),
+            "fairness_gap": self.sampler.fairness_gap(), "nonfinite_steps": s.nonfinite_total,
+            "arch_digest": s.arch_digest, "data_digest": s.data_digest, "updated": time.time(),
+        }))
+
+    def _preempted_mid_epoch(self, epoch: int) -> int:
+        self._save("latest", epoch, batch_in_epoch=self.state.batch_in_epoch)
+        self._write_state()
+        return self._end("preempted", f"{self.stop.name} at epoch {epoch} batch {self.state.batch_in_epoch}; "
+                         f"checkpoint written", rundir.EXIT_PREEMPTED)
+
+    def _end(self, status: str, reason: str, code: int) -> int:
+        state = getattr(self, "state", None)
+        if state is not None and status in ("diverged", "failed"):
+            state.status = status
+            try:
+                self._write_state()
+            except Exception:  # the model may not exist when the failure happened early
+                pass
+        self.events.emit("run_end", status=status, reason=reason)
+        update_run_json(self.paths.run, status=status)
+        print(f"run {status}: {reason} ({self.paths.root})", flush=True)
+        return code
+
+
+def _ordered(fields: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    """The DESIGN §2 fields first, in table order; documented extras after."""
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise KeyError(f"event is missing fields {missing}")
+    return {**{n: fields[n] for n in names}, **{k: v for k, v in fields.items() if k not in names}}
+
+
+def _finite_json(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_json(v) for v in obj]
+    return obj

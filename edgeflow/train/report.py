@@ -1,0 +1,137 @@
+"""Epoch statistics (SPEC §7), the console line, and metrics.csv rebuilt from events.jsonl.
+
+Light module (NumPy only). Train loss and grad norm are epoch means over all steps (each step's value
+is already the mean over its 3 archs); a skipped non-finite step is counted, not averaged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class EpochStats:
+    losses: list[float] = field(default_factory=list)
+    grad_norms: list[float] = field(default_factory=list)
+    clip_count: int = 0
+    nonfinite_steps: int = 0
+    samples: int = 0
+    seconds: float = 0.0  # training time of this epoch, summed across resumes
+
+    def add_step(self, *, loss: float, grad_norm: float, clipped: bool, finite: bool, samples: int,
+                 seconds: float) -> None:
+        self.samples += int(samples)
+        self.seconds += float(seconds)
+        if not finite:
+            self.nonfinite_steps += 1
+            return
+        self.losses.append(float(loss))
+        self.grad_norms.append(float(grad_norm))
+        self.clip_count += int(bool(clipped))
+
+    def summary(self) -> dict[str, Any]:
+        norms = np.asarray(self.grad_norms, dtype=np.float64)
+        steps = len(self.losses)
+        nan = float("nan")
+
+        def pct(q: float) -> float:
+            return float(np.percentile(norms, q)) if steps else nan
+
+        return {
+            "train_loss": float(np.mean(self.losses)) if steps else nan,
+            "grad_norm": float(norms.mean()) if steps else nan,
+            "grad_norm_p50": pct(50),
+            "grad_norm_p90": pct(90),
+            "grad_norm_p99": pct(99),
+            "clip_count": self.clip_count,
+            "clip_rate": self.clip_count / steps if steps else 0.0,
+            "nonfinite_steps": self.nonfinite_steps,
+            "epoch_seconds": self.seconds,
+            "samples_per_second": self.samples / self.seconds if self.seconds > 0 else 0.0,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"losses": self.losses, "grad_norms": self.grad_norms, "clip_count": self.clip_count,
+                "nonfinite_steps": self.nonfinite_steps, "samples": self.samples, "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> EpochStats:
+        if not d:
+            return cls()
+        return cls(losses=[float(v) for v in d["losses"]], grad_norms=[float(v) for v in d["grad_norms"]],
+                   clip_count=int(d["clip_count"]), nonfinite_steps=int(d["nonfinite_steps"]),
+                   samples=int(d["samples"]), seconds=float(d["seconds"]))
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return format(value, spec)
+
+
+def epoch_line(epoch: int, num_epochs: int, epoch_fields: dict[str, Any],
+               eval_fields: dict[str, Any] | None) -> str:
+    """One console line per epoch: loss, grad norm, EPE, best, early-stop count, throughput."""
+    parts = [f"epoch {epoch}/{num_epochs}",
+             f"loss {_fmt(epoch_fields['train_loss'])}",
+             f"grad_norm {_fmt(epoch_fields['grad_norm'], '.3f')} (p90 {_fmt(epoch_fields['grad_norm_p90'], '.3f')},"
+             f" clip {_fmt(epoch_fields['clip_rate'], '.0%')})"]
+    if eval_fields is not None:
+        parts += [f"EPE {_fmt(eval_fields['mean_epe'])} +- {_fmt(eval_fields['std_epe'])}",
+                  f"best {_fmt(eval_fields['best_epe'])} @{eval_fields['best_epoch']}",
+                  f"early-stop {eval_fields['bad_epochs']}/{eval_fields['patience']}"]
+    else:
+        parts.append("EPE not evaluated")
+    if epoch_fields.get("nonfinite_steps"):
+        parts.append(f"non-finite steps {epoch_fields['nonfinite_steps']}")
+    parts.append(f"{_fmt(epoch_fields['samples_per_second'], '.1f')} samples/s")
+    return " | ".join(parts)
+
+
+# Field lists of DESIGN §2 (beyond event, time, experiment, job_id). Events carry these first; the
+# epoch event adds grad_norm_p50, grad_norm_p99 and clip_count (SPEC §7), which readers may ignore.
+EPOCH_EVENT_FIELDS = ("epoch", "step", "lr", "train_loss", "grad_norm", "grad_norm_p90", "clip_rate",
+                      "fairness_gap", "nonfinite_steps", "epoch_seconds", "samples_per_second")
+EVAL_EVENT_FIELDS = ("epoch", "mean_epe", "std_epe", "median_epe", "p90_epe", "arch_epe", "best_epe",
+                     "best_epoch", "bad_epochs", "patience", "improved")
+RUN_START_FIELDS = ("train_samples", "val_samples", "resumed_from", "start_epoch", "num_epochs", "patience")
+HEARTBEAT_FIELDS = ("epoch", "step", "samples_per_second")
+CHECKPOINT_FIELDS = ("epoch", "kind", "path")
+RUN_END_FIELDS = ("status", "reason")
+
+METRICS_COLUMNS = (
+    "epoch", "step", "lr", "train_loss", "grad_norm", "grad_norm_p50", "grad_norm_p90", "grad_norm_p99",
+    "clip_count", "clip_rate", "fairness_gap", "nonfinite_steps", "epoch_seconds", "samples_per_second",
+    "mean_epe", "std_epe", "median_epe", "p90_epe", "best_epe", "best_epoch", "bad_epochs", "patience",
+    "improved",
+)
+
+
+def metrics_rows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch from `epoch` and `eval` events; a re-run epoch (after a kill) replaces the
+    earlier attempt, so the file never lists an epoch twice."""
+    rows: dict[int, dict[str, Any]] = {}
+    for ev in events:
+        if ev.get("event") == "epoch":
+            rows[int(ev["epoch"])] = {k: ev.get(k) for k in METRICS_COLUMNS if k in ev}
+        elif ev.get("event") == "eval" and int(ev["epoch"]) in rows:
+            rows[int(ev["epoch"])].update({k: ev.get(k) for k in METRICS_COLUMNS if k in ev and k != "epoch"})
+    return [rows[e] for e in sorted(rows)]
+
+
+def metrics_csv(events: Iterable[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRICS_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in metrics_rows(events):
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRICS_COLUMNS})
+    return out.getvalue()

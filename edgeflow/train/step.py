@@ -1,0 +1,119 @@
+"""The strict-fairness training step of SPEC §4 as ONE traced function.
+
+Signature: (x [None, H, W, 6], flow [None, H, W, 2], archs int32 [3, 9], lr scalar). The arch codes
+and the LR are tensors, and the batch dimension is unknown, so every arch and the smaller last batch
+reuse the same trace.
+
+Per step: the 3 archs see the same batch; loss_k = supernet_loss + weight decay; gradients are
+averaged over the 3 archs (and, with micro-batching, accumulated weighted by micro-batch size);
+the global norm is measured before clipping; then one Adam update. A non-finite loss or gradient
+skips the update and restores the BN moving statistics the forward passes changed, so weights, Adam
+slots and BN statistics stay exactly as they were.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from edgeflow.config import Config
+from edgeflow.nas.arch import NUM_BLOCKS
+from edgeflow.train import loss as loss_lib
+from edgeflow.train.optimizer import Adam
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float       # mean over the 3 archs (and micro-batches, weighted by size)
+    grad_norm: float  # global norm of the averaged gradient, before clipping
+    clipped: bool
+    finite: bool
+
+
+class TrainStep:
+    def __init__(self, model: tf.Module, cfg: Config) -> None:
+        t = cfg.train
+        self.model = model
+        self.variables = list(model.trainable_variables)
+        self.kernels = list(model.conv_kernels)
+        self.bn_variables = list(model.bn_moving_variables)
+        self.optimizer = Adam(self.variables, beta1=t.adam_beta1, beta2=t.adam_beta2, epsilon=t.adam_epsilon)
+        self.weight_decay = float(t.weight_decay)
+        self.clip_norm = float(t.grad_clip_global_norm)
+        self.micro_batch_size = int(t.micro_batch_size)
+        self.archs_per_step = int(t.archs_per_step)
+        self.jit_compile = bool(t.jit_compile)
+        if self.jit_compile:
+            # XLA auto-clustering: compiles the parts XLA supports and leaves the rest to TensorFlow.
+            # Forcing the whole step (tf.function(jit_compile=True)) fails in TF 2.21: XLA cannot
+            # compile the gradients of the supernet's switch_case branches ("Dynamic Spatial
+            # Convolution is not supported").
+            tf.config.optimizer.set_jit("autoclustering")
+        h, w = cfg.data.input_height, cfg.data.input_width
+        signature = [
+            tf.TensorSpec([None, h, w, 6], tf.float32, name="x"),
+            tf.TensorSpec([None, h, w, 2], tf.float32, name="flow"),
+            tf.TensorSpec([self.archs_per_step, NUM_BLOCKS], tf.int32, name="archs"),
+            tf.TensorSpec([], tf.float32, name="lr"),
+        ]
+        self.function = tf.function(self._step, input_signature=signature, )
+
+    def __call__(self, x, flow, archs, lr: float) -> StepResult:
+        out = self.function(x, flow, tf.convert_to_tensor(archs, tf.int32), tf.constant(lr, tf.float32))
+        return StepResult(loss=float(out["loss"]), grad_norm=float(out["grad_norm"]),
+                          clipped=bool(out["clipped"]), finite=bool(out["finite"]))
+
+    def tracing_count(self) -> int:
+        return int(self.function.experimental_get_tracing_count())
+
+    def _accumulate(self, x, flow, arch, weight, total_loss, grads_sum):
+        with tf.GradientTape() as tape:
+            outputs = self.model(x, arch, training=True)
+            loss = tf.cast(loss_lib.supernet_loss(outputs, flow), tf.float32)
+            loss = loss + loss_lib.weight_decay_loss(self.kernels, self.weight_decay)
+        grads = tape.gradient(loss, self.variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads_sum = [acc + tf.cast(g, tf.float32) * weight for acc, g in zip(grads_sum, grads, strict=True)]
+        return total_loss + loss * weight, grads_sum
+
+    def _step(self, x: tf.Tensor, flow: tf.Tensor, archs: tf.Tensor, lr: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Read before any forward pass; automatic control dependencies order these reads first.
+        bn_snapshot = [tf.identity(v) for v in self.bn_variables]
+        batch = tf.shape(x)[0]
+        micro = batch if self.micro_batch_size <= 0 else tf.minimum(self.micro_batch_size, batch)
+        num_micro = (batch + micro - 1) // micro
+        batch_f = tf.cast(batch, tf.float32)
+        arch_weight = 1.0 / self.archs_per_step
+
+        total_loss = tf.constant(0.0)
+        grads_sum = [tf.zeros_like(v) for v in self.variables]
+        # A graph loop (not a Python one) so the model is traced once, not once per arch.
+        for k in tf.range(self.archs_per_step):
+            arch = archs[k]
+            if self.micro_batch_size <= 0:
+                total_loss, grads_sum = self._accumulate(x, flow, arch, arch_weight, total_loss, grads_sum)
+                continue
+            for i in tf.range(num_micro):
+                xs = x[i * micro:(i + 1) * micro]
+                ys = flow[i * micro:(i + 1) * micro]
+                # Gradients of a micro-batch mean, weighted by its share of the batch, add up to the
+                # gradient of the batch mean (BN batch statistics are per micro-batch, as documented).
+                weight = tf.cast(tf.shape(xs)[0], tf.float32) / batch_f * arch_weight
+                total_loss, grads_sum = self._accumulate(xs, ys, arch, weight, total_loss, grads_sum)
+
+        grad_norm = tf.linalg.global_norm(grads_sum)
+        finite = tf.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
+        clipped_grads, _ = tf.clip_by_global_norm(grads_sum, self.clip_norm, use_norm=grad_norm)
+
+        def apply() -> tf.Tensor:
+            self.optimizer.apply(clipped_grads, self.variables, lr)
+            return tf.constant(True)
+
+        def skip() -> tf.Tensor:
+            for var, saved in zip(self.bn_variables, bn_snapshot, strict=True):
+                var.assign(saved)
+            return tf.constant(False)
+
+        applied = tf.cond(finite, apply, skip)
+        return {"loss": total_loss, "grad_norm": grad_norm, "clipped": grad_norm > self.clip_norm,
+                "finite": applied}

@@ -1,0 +1,339 @@
+"""The host side of a job: what submitit runs on the compute node, outside the container.
+
+It re-runs the preflight, starts the trainer as a child (inside the Apptainer image when the profile
+uses one), forwards SIGTERM/SIGUSR2 to it, and on a time limit waits for the trainer's checkpoint
+(exit 75) before asking submitit to requeue. The host side requeues because `scontrol` is not
+inside the image. How submitit 1.5.4 treats the signals:
+
+- SIGUSR2 (sent by SLURM `signal_delay_s` before the time limit, or by a preemption tool) runs
+  submitit's handler, which calls `NodeJob.checkpoint`; a returned DelayedSubmission is saved and
+  the job requeued with `scontrol requeue`. submitit counts it as a timeout when the job ran
+  >= min(80 % of its time, time - 10 min) (so always for jobs under 10 min), and gives up after
+  `max_num_timeout` (profile `slurm.max_requeues`) timeouts with UncompletedJobError.
+- SIGTERM (scancel, or `scontrol requeue` / preemption by SLURM, which requeues by itself) is only
+  logged by submitit; this module installs its own handler that forwards it to the trainer.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from submitit.core.utils import UncompletedJobError
+from submitit.helpers import Checkpointable, DelayedSubmission
+
+from edgeflow import config as efconfig
+from edgeflow import rundir
+from edgeflow.config import Config
+from jobs import outcome
+from jobs.gate import run_gate
+from jobs.profile import ClusterProfile
+
+REPO = Path(__file__).resolve().parents[1]
+# Exit statuses of a trainer killed by a forwarded signal before it installed its handlers.
+_KILLED_BEFORE_HANDLERS = (-signal.SIGTERM, -signal.SIGUSR2)
+
+
+class JobFailed(RuntimeError):
+    """The run ended without success; the reason is also in run.json and events.jsonl."""
+
+
+class _TrainerEnded(Exception):
+    """Raised from the signal handler when the trainer ended instead of checkpointing."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"trainer ended with code {code}")
+        self.code = code
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything the node needs, fixed at submission (pickled by submitit)."""
+
+    config_path: str       # the resolved config, <run_dir>/jobs/submitted_config.yaml
+    run_dir: str
+    experiment: str
+    profile: ClusterProfile
+    workdir: str           # the submission's working directory
+
+
+def trainer_command(spec: NodeSpec, cfg: Config) -> list[str]:
+    """The command that runs the trainer: inside the image for container profiles, else directly."""
+    train = ["-m", "edgeflow", "train", "--config", spec.config_path]
+    c = spec.profile.container
+    if not spec.profile.uses_container:
+        return [sys.executable, *train]
+    cmd = [c.apptainer, "exec"]
+    if c.nv:
+        cmd.append("--nv")
+    for bind in container_binds(spec, cfg):
+        cmd += ["--bind", bind]
+    return [*cmd, c.image, c.python, *train]
+
+
+def container_binds(spec: NodeSpec, cfg: Config) -> list[str]:
+    """The profile's binds plus the run's folders (output root, data) that no bind covers yet."""
+    binds = list(spec.profile.container.binds)
+    covered = [b.split(":", 1)[0].rstrip("/") or "/" for b in binds]
+    needed = [Path(cfg.runtime.output_root), Path(cfg.data.train_dir)]
+    if cfg.data.val_dir:
+        needed.append(Path(cfg.data.val_dir))
+    for path in needed:
+        text = str(path.resolve())
+        if any(text == c or text.startswith(c.rstrip("/") + "/") for c in covered):
+            continue
+        binds.append(text)
+        covered.append(text)
+    return binds
+
+
+def trainer_env(spec: NodeSpec, job_id: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if spec.profile.uses_container:
+        env["EDGEFLOW_IMAGE"] = spec.profile.container.image
+        # Apptainer passes the host environment, but APPTAINERENV_ wins over a --cleanenv in a wrapper.
+        env["APPTAINERENV_EDGEFLOW_IMAGE"] = spec.profile.container.image
+    else:
+        env.pop("EDGEFLOW_IMAGE", None)
+        # Run the checkout that submitted the job, installed or not.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    if job_id and not os.environ.get("SLURM_JOB_ID"):
+        env["EDGEFLOW_JOB_ID"] = job_id  # the local executor: rundir.slurm_job_id() reads this
+    return env
+
+
+def sidecar_command(spec: NodeSpec) -> list[str] | None:
+    m = spec.profile.monitor
+    if not m.sidecar:
+        return None
+    cmd = [sys.executable, "-m", "monitor", "--run", spec.run_dir]
+    if m.mode == "textfile":
+        cmd += ["--textfile", m.textfile_dir]
+    else:
+        cmd += ["--pushgateway", m.pushgateway_url]
+    return cmd
+
+
+def _job_id() -> str | None:
+    jid = rundir.slurm_job_id()
+    if jid:
+        return jid
+    local = os.environ.get("SUBMITIT_LOCAL_JOB_ID")
+    return f"local-{local}" if local else None
+
+
+def _log(message: str) -> None:
+    print(f"[edgeflow-jobs {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "an unknown exit status"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
+
+
+class NodeJob(Checkpointable):
+    """The callable submitit runs on the node. Returns a summary dict; raises JobFailed on failure."""
+
+    def __init__(self, spec: NodeSpec) -> None:
+        self.spec = spec
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._code: int | None = None
+        self._signals: list[str] = []
+        self._started = 0.0
+
+    # submitit pickles the callable again at checkpoint time: keep only the spec.
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["spec"])  # type: ignore[misc]
+
+    # -- the child process ------------------------------------------------------------------
+
+    def _reap(self, block: bool) -> int | None:
+        """Exit code of the trainer once it ended (negative: killed by that signal), else None."""
+        if self._code is not None or self._proc is None:
+            return self._code
+        try:
+            pid, status = os.waitpid(self._proc.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            # Reaped by an interrupted frame of ours whose result was lost: ask the run files.
+            end = outcome.last_run_end(self.spec.run_dir, since=self._started)
+            self._code = rundir.EXIT_PREEMPTED if end and end.get("status") == "preempted" else None
+            if self._code is None:
+                self._code = 0 if end and end.get("status") in ("completed", "early_stopped") else 1
+            self._proc.returncode = self._code
+            return self._code
+        if pid == 0:
+            return None
+        self._code = os.waitstatus_to_exitcode(status)
+        self._proc.returncode = self._code
+        return self._code
+
+    def _forward(self, signum: int) -> None:
+        if self._proc is not None and self._code is None:
+            try:
+                self._proc.send_signal(signum)
+                _log(f"forwarded {signal.Signals(signum).name} to the trainer (pid {self._proc.pid})")
+            except ProcessLookupError:
+                pass
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._signals.append(signal.Signals(signum).name)
+        self._forward(signum)
+
+    # -- submitit's checkpoint hook (runs inside its SIGUSR2 handler) -------------------------
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> DelayedSubmission:
+        self._signals.append("SIGUSR2")
+        if self._proc is None:
+            _log("SIGUSR2 before the trainer started: requeue")
+            return DelayedSubmission(NodeJob(self.spec))
+        self._forward(signal.SIGUSR2)
+        _log("waiting for the trainer to write its checkpoint")
+        code = self._reap(block=True)
+        if code == rundir.EXIT_PREEMPTED:
+            _log("trainer checkpointed (exit 75): asking submitit to requeue")
+            return DelayedSubmission(NodeJob(self.spec))
+        if code in _KILLED_BEFORE_HANDLERS:
+            # Signalled while still importing TensorFlow (before its handlers were installed): nothing
+            # was lost since its last checkpoint, so the run resumes from there.
+            self._note_killed_early(code)
+            return DelayedSubmission(NodeJob(self.spec))
+        # It finished (or failed) before it could checkpoint: no requeue; __call__ reports it.
+        raise _TrainerEnded(code)
+
+    # -- the job ------------------------------------------------------------------------------
+
+    def __call__(self) -> dict[str, Any]:
+        spec = self.spec
+        job_id = _job_id()
+        host = rundir.hostname()
+        _log(f"job {job_id} on {host}: run {spec.run_dir}")
+        cfg = efconfig.load(spec.config_path)
+
+        gate = run_gate(cfg)
+        if gate.report:
+            print(gate.report, flush=True)
+        if not gate.ok:
+            reason = f"preflight on node {host} failed: {gate.reason}"
+            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+            raise JobFailed(reason)
+        self._check_gpu_driver(job_id)
+
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        sidecar = self._start_sidecar()
+        cmd = trainer_command(spec, cfg)
+        _log("trainer: " + shlex.join(cmd))
+        self._started = time.time()
+        try:
+            self._proc = subprocess.Popen(cmd, cwd=spec.workdir, env=trainer_env(spec, job_id))
+            code = self._wait()
+        except UncompletedJobError:
+            # submitit gave up requeueing after the trainer's checkpoint: the run stops here.
+            reason = (f"time limit reached {spec.profile.slurm.max_requeues + 1} times; max_requeues "
+                      f"({spec.profile.slurm.max_requeues}) exhausted. The last checkpoint is kept: submit "
+                      f"again to continue")
+            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "timeout", reason)
+            _log(reason)
+            raise
+        finally:
+            self._stop_sidecar(sidecar)
+        return self._finish(code, job_id)
+
+    def _wait(self) -> int | None:
+        while True:
+            try:
+                code = self._reap(block=False)
+                if code is not None:
+                    # A late SIGUSR2 must not requeue a run that has already ended.
+                    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+                    return code
+                time.sleep(0.5)
+            except _TrainerEnded as ended:
+                signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+                return ended.code
+
+    def _finish(self, code: int | None, job_id: str | None) -> dict[str, Any]:
+        spec = self.spec
+        end = outcome.last_run_end(spec.run_dir, since=self._started)
+        status = end.get("status") if end else None
+        summary = {"run_dir": spec.run_dir, "job_id": job_id, "exit_code": code, "status": status,
+                   "signals": list(self._signals)}
+        if code == rundir.EXIT_OK:
+            _log(f"trainer finished: {status}")
+            return summary
+        if code in _KILLED_BEFORE_HANDLERS and self._signals:
+            self._note_killed_early(code)
+            return summary
+        if code == rundir.EXIT_PREEMPTED:
+            # SIGTERM from SLURM (preemption, `scontrol requeue`, scancel): SLURM decides whether the
+            # job comes back; the trainer has checkpointed and written run_end "preempted".
+            _log(f"trainer checkpointed and stopped after {', '.join(self._signals) or 'a signal'}")
+            return summary
+        reason = f"trainer stopped with {_describe_exit(code)}"
+        if end is None:
+            # Killed or crashed before it could say why: the launcher records it.
+            status = "diverged" if code == rundir.EXIT_DIVERGED else "failed"
+            reason += f" without writing run_end; see the job log in {Path(spec.run_dir) / 'jobs'}"
+            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, status, reason, exit_code=code)
+        else:
+            reason += f" ({status}: {end.get('reason', '')})"
+        _log(reason)
+        raise JobFailed(reason)
+
+    def _note_killed_early(self, code: int) -> None:
+        reason = (f"trainer stopped by {_describe_exit(code)} before it could checkpoint (still starting); "
+                  "it resumes from its last checkpoint when the job runs again")
+        _log(reason)
+        outcome.mark_run_end(self.spec.run_dir, self.spec.experiment, _job_id(), "preempted", reason)
+
+    def _check_gpu_driver(self, job_id: str | None) -> None:
+        """An image built for a newer CUDA than the node's driver fails deep inside TensorFlow: stop here."""
+        if not (self.spec.profile.uses_container and self.spec.profile.uses_gpus):
+            return
+        try:
+            from jobs import gpu_driver  # owned by the container engineer
+        except ImportError:
+            _log("jobs.gpu_driver not available: driver check skipped")
+            return
+        try:
+            report = gpu_driver.check_node(self.spec.profile)
+        except gpu_driver.DriverError as exc:
+            reason = f"GPU driver check failed: {exc}"
+            outcome.mark_run_end(self.spec.run_dir, self.spec.experiment, job_id, "failed", reason)
+            raise JobFailed(reason) from None
+        _log(report.summary())
+
+    def _start_sidecar(self) -> subprocess.Popen[bytes] | None:
+        cmd = sidecar_command(self.spec)
+        if cmd is None:
+            return None
+        _log("monitor sidecar: " + shlex.join(cmd))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+        return subprocess.Popen(cmd, cwd=self.spec.workdir, env=env)
+
+    @staticmethod
+    def _stop_sidecar(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()  # the monitor writes its last values on SIGTERM
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

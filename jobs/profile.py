@@ -1,0 +1,252 @@
+"""Cluster profiles: `configs/clusters/NAME.yaml`, validated as strictly as experiment configs.
+
+Light module: PyYAML and edgeflow.config only. Every error names the dotted key
+(``slurm.time_min``) and the profile file, so a typo never becomes a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from edgeflow.config import ConfigError, _build, _require, apply_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE_DIR_ENV = "EDGEFLOW_CLUSTERS_DIR"
+EXECUTORS = ("slurm", "local")
+MONITOR_MODES = ("textfile", "pushgateway")
+_DRIVER_RE = re.compile(r"^\d+(\.\d+){0,2}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ProfileError(ConfigError):
+    """A cluster profile that cannot be used; the message names the file and the dotted key."""
+
+
+@dataclass
+class SlurmProfile:
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    mem_gb: float = 0.0          # 0: the partition's default
+    time_min: int = 60
+    # SLURM sends SIGUSR2 this many seconds before the time limit; the trainer needs that long to
+    # finish its step and write a checkpoint.
+    signal_delay_s: int = 120
+    max_requeues: int = 3
+    setup: list[str] = field(default_factory=list)
+    # Passed through to sbatch as `#SBATCH --KEY=VALUE` (submitit's slurm_additional_parameters).
+    additional: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ContainerProfile:
+    enabled: bool = False
+    apptainer: str = "apptainer"
+    image: str = ""
+    binds: list[str] = field(default_factory=list)
+    nv: bool = True
+    # The interpreter inside the image that runs `-m edgeflow train`.
+    python: str = "python"
+
+
+@dataclass
+class ImageProfile:
+    base: str = "tensorflow/tensorflow:2.21.0-gpu"
+    min_driver: str = ""
+    build_flags: list[str] = field(default_factory=lambda: ["--fakeroot"])
+    build_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MonitorProfile:
+    sidecar: bool = False
+    mode: str = "textfile"
+    textfile_dir: str = ""
+    pushgateway_url: str = ""
+
+
+@dataclass
+class ClusterProfile:
+    name: str = ""
+    executor: str = "slurm"
+    slurm: SlurmProfile = field(default_factory=SlurmProfile)
+    container: ContainerProfile = field(default_factory=ContainerProfile)
+    image: ImageProfile = field(default_factory=ImageProfile)
+    monitor: MonitorProfile = field(default_factory=MonitorProfile)
+    # Where the profile was read from (set by the loader, not a YAML key).
+    source: ClassVar[str] = ""
+
+    @property
+    def uses_container(self) -> bool:
+        return self.executor == "slurm" and self.container.enabled
+
+    @property
+    def uses_gpus(self) -> bool:
+        return self.slurm.gpus_per_node > 0
+
+
+# Free-form mappings: edgeflow.config's builder types only scalars and lists, so these are taken out
+# before it runs and checked here (string keys, scalar values).
+_MAPPING_KEYS = (("slurm", "additional"), ("image", "build_args"))
+
+
+def _take_mappings(raw: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    taken: dict[tuple[str, str], dict[str, Any]] = {}
+    for section, key in _MAPPING_KEYS:
+        sub = raw.get(section)
+        if not isinstance(sub, dict) or key not in sub:
+            continue
+        value = sub.pop(key)
+        dotted = f"{section}.{key}"
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ProfileError(f"{dotted}: expected a mapping, got {type(value).__name__} {value!r}")
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ProfileError(f"{dotted}: keys must be strings, got {k!r}")
+            if not isinstance(v, (str, int, float, bool)):
+                raise ProfileError(f"{dotted}.{k}: expected a string or number, got {type(v).__name__}")
+        taken[(section, key)] = dict(value)
+    return taken
+
+
+def validate(p: ClusterProfile) -> ClusterProfile:
+    """Reject impossible values; returns the profile so it can be chained."""
+    s, c, i, m = p.slurm, p.container, p.image, p.monitor
+    _require(bool(p.name) and bool(_NAME_RE.match(p.name)), "name",
+             f"must be a non-empty name of letters, digits, '_', '-', '.', got {p.name!r}")
+    _require(p.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}, got {p.executor!r}")
+    _require(s.nodes == 1, "slurm.nodes", f"the trainer runs on one node, got {s.nodes}")
+    _require(s.gpus_per_node >= 0, "slurm.gpus_per_node", f"must be >= 0, got {s.gpus_per_node}")
+    _require(s.cpus_per_task >= 1, "slurm.cpus_per_task", f"must be >= 1, got {s.cpus_per_task}")
+    _require(s.mem_gb >= 0, "slurm.mem_gb", f"must be >= 0 (0 = partition default), got {s.mem_gb}")
+    _require(s.time_min >= 1, "slurm.time_min", f"must be >= 1, got {s.time_min}")
+    _require(s.signal_delay_s >= 0, "slurm.signal_delay_s", f"must be >= 0, got {s.signal_delay_s}")
+    _require(s.signal_delay_s < s.time_min * 60, "slurm.signal_delay_s",
+             f"{s.signal_delay_s} s is not shorter than slurm.time_min ({s.time_min} min): "
+             "the job would be signalled before it starts")
+    _require(s.max_requeues >= 0, "slurm.max_requeues", f"must be >= 0, got {s.max_requeues}")
+    for k, line in enumerate(s.setup):
+        _require("\n" not in line, f"slurm.setup[{k}]", "one shell line per item, no newlines")
+    for key in s.additional:
+        _require(bool(re.match(r"^[a-z][a-z0-9_-]*$", key)), f"slurm.additional.{key}",
+                 "must be an sbatch long option name without dashes, e.g. mail_type")
+    if p.executor == "local":
+        _require(not c.enabled, "container.enabled",
+                 "the local executor runs the trainer directly; set executor: slurm to use a container")
+    if c.enabled:
+        _require(bool(c.apptainer), "container.apptainer", "must name the apptainer executable")
+        _require(bool(c.image), "container.image", "must be the path of the .sif image when container.enabled")
+        _require(bool(c.python), "container.python", "must name the interpreter inside the image")
+    for k, bind in enumerate(c.binds):
+        _require(bool(bind) and not bind.startswith(":"), f"container.binds[{k}]",
+                 f"expected SRC[:DST[:OPTS]], got {bind!r}")
+    _require(bool(i.base), "image.base", "must name the base image")
+    _require(not i.min_driver or bool(_DRIVER_RE.match(i.min_driver)), "image.min_driver",
+             f"expected a driver version like '535.54.03' or empty, got {i.min_driver!r}")
+    _require(m.mode in MONITOR_MODES, "monitor.mode",
+             f"must be one of {', '.join(MONITOR_MODES)}, got {m.mode!r}")
+    if m.sidecar and m.mode == "textfile":
+        _require(bool(m.textfile_dir), "monitor.textfile_dir",
+                 "must name the node_exporter textfile folder when monitor.sidecar is on")
+    if m.sidecar and m.mode == "pushgateway":
+        _require(m.pushgateway_url.startswith(("http://", "https://")), "monitor.pushgateway_url",
+                 f"must be an http(s) URL when monitor.sidecar is on, got {m.pushgateway_url!r}")
+    return p
+
+
+def from_dict(raw: Any, *, source: str = "") -> ClusterProfile:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ProfileError("profile: top level must be a mapping")
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    mappings = _take_mappings(raw)
+    try:
+        profile = _build(ClusterProfile, raw, "")
+    except ProfileError:
+        raise
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from None
+    for (section, key), value in mappings.items():
+        setattr(getattr(profile, section), key, value)
+    profile.source = source
+    try:
+        return validate(profile)
+    except ProfileError:
+        raise
+    except ConfigError as exc:
+        raise ProfileError(str(exc)) from None
+
+
+def profile_dirs() -> list[Path]:
+    """Where a profile NAME is looked up: $EDGEFLOW_CLUSTERS_DIR, ./configs/clusters, the repo's."""
+    dirs = []
+    if os.environ.get(PROFILE_DIR_ENV):
+        dirs.append(Path(os.environ[PROFILE_DIR_ENV]))
+    dirs += [Path.cwd() / "configs" / "clusters", REPO / "configs" / "clusters"]
+    unique: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [u.resolve() for u in unique]:
+            unique.append(d)
+    return unique
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A profile name (`genius`) or a path to a YAML file; ProfileError listing known names."""
+    text = str(name_or_path)
+    candidate = Path(text)
+    if text.endswith((".yaml", ".yml")) or "/" in text:
+        if candidate.is_file():
+            return candidate
+        raise ProfileError(f"cluster profile {text}: no such file")
+    for d in profile_dirs():
+        for ext in (".yaml", ".yml"):
+            path = d / f"{text}{ext}"
+            if path.is_file():
+                return path
+    known = sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.y*ml")})
+    raise ProfileError(f"cluster profile {text!r}: not found in {', '.join(str(d) for d in profile_dirs())}; "
+                       f"known profiles: {', '.join(known) or 'none'}")
+
+
+def load(name_or_path: str | Path, overrides: list[str] | None = None) -> ClusterProfile:
+    """Load, override (``slurm.time_min=5``) and validate a profile; ProfileError names file and key."""
+    path = resolve_path(name_or_path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ProfileError(f"cluster profile {path}: cannot read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"cluster profile {path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ProfileError(f"cluster profile {path}: top level must be a mapping")
+    try:
+        apply_overrides(raw, overrides or [])
+        return from_dict(raw, source=str(path))
+    except ConfigError as exc:
+        raise ProfileError(f"cluster profile {path}: {exc}") from None
+
+
+def to_dict(p: ClusterProfile) -> dict[str, Any]:
+    return dataclasses.asdict(p)
+
+
+def dump(p: ClusterProfile) -> str:
+    return yaml.safe_dump(to_dict(p), sort_keys=False)

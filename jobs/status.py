@@ -1,0 +1,136 @@
+"""`python -m jobs status|cancel RUN_DIR_OR_JOB_ID`: what a run is doing, and stopping it.
+
+A run directory is found from a job id through the job's SLURM comment (the launcher sets it to the
+run directory) while SLURM knows the job, else by looking through `<output_root>/*/jobs/submissions.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from edgeflow import rundir
+from jobs.submit import (
+    SUBMISSIONS_FILE,
+    _pid_alive,
+    active_jobs,
+    index_lookup,
+    index_path,
+    squeue_states,
+    submissions,
+)
+
+JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
+
+
+class StatusError(LookupError):
+    """The run directory or job could not be found."""
+
+
+def _comment_of(job_id: str) -> str | None:
+    """The job's comment while slurmctld still knows the job (queued, or ended < MinJobAge ago)."""
+    if shutil.which("scontrol") is None:
+        return None
+    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=30)
+    match = re.search(r"\bComment=(\S+)", out.stdout)
+    return match.group(1) if match and match.group(1) != "(null)" else None
+
+
+def find_run_dir(target: str, search_roots: list[Path] | None = None) -> Path:
+    """A run directory from a path or a job id; StatusError says where it looked."""
+    path = Path(target)
+    if path.is_dir() and ((path / rundir.RUN_FILE).exists() or (path / rundir.JOBS_DIR).is_dir()):
+        return path.resolve()
+    if not JOB_ID_RE.match(target):
+        raise StatusError(f"{target}: neither a run directory (no run.json or jobs/ in it) nor a job id")
+    indexed = index_lookup(target)
+    if indexed is not None and indexed.is_dir():
+        return indexed.resolve()
+    roots = search_roots if search_roots is not None else [Path.cwd() / "outputs"]
+    for sub_file in (f for root in roots if root.is_dir() for f in root.glob(f"*/jobs/{SUBMISSIONS_FILE}")):
+        run = sub_file.parent.parent
+        if any(str(r.get("job_id")) == target for r in submissions(run)):
+            return run.resolve()
+    comment = _comment_of(target)
+    if comment and Path(comment).is_dir() and (Path(comment) / rundir.JOBS_DIR).is_dir():
+        return Path(comment).resolve()
+    where = ", ".join(str(r) for r in roots)
+    raise StatusError(f"job {target}: no run directory records it (looked in {index_path()}, "
+                      f"{where}/*/jobs/{SUBMISSIONS_FILE} and the job's SLURM comment); pass the run directory")
+
+
+def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((e for e in reversed(events) if e.get("event") == kind), None)
+
+
+def describe(run_dir: Path) -> dict[str, Any]:
+    """Everything `status` prints, as a dict (also used by the tests)."""
+    paths = rundir.RunPaths(run_dir)
+    run = rundir.read_json(paths.run) or {}
+    events = list(rundir.read_events(paths.events))
+    records = submissions(run_dir)
+    last = records[-1] if records else {}
+    return {
+        "run_dir": str(run_dir),
+        "experiment": run.get("experiment", run_dir.name),
+        "status": run.get("status", "not started" if records else "unknown"),
+        "reason": run.get("reason", ""),
+        "job_ids": run.get("job_ids", [r.get("job_id") for r in records]),
+        "queue": active_jobs(run_dir),
+        "last_job": last.get("job_id"),
+        "stdout": last.get("stdout"),
+        "stderr": last.get("stderr"),
+        "epoch": _last(events, "epoch"),
+        "eval": _last(events, "eval"),
+        "run_end": _last(events, "run_end"),
+        "resumes": sum(1 for e in events if e.get("event") == "run_start" and e.get("resumed_from")),
+    }
+
+
+def format_status(info: dict[str, Any]) -> str:
+    lines = [f"run:        {info['run_dir']}", f"experiment: {info['experiment']}",
+             f"status:     {info['status']}" + (f" ({info['reason']})" if info["reason"] else "")]
+    queue = info["queue"]
+    lines.append("queue:      " + (", ".join(f"job {j} {s}" for j, s in sorted(queue.items()))
+                                   if queue else "no job of this run is queued or running"))
+    if info["job_ids"]:
+        lines.append(f"job ids:    {', '.join(str(j) for j in info['job_ids'])}")
+    if info["epoch"]:
+        e = info["epoch"]
+        lines.append(f"last epoch: {e.get('epoch')} (step {e.get('step')}, train_loss {e.get('train_loss')})")
+    if info["eval"]:
+        v = info["eval"]
+        lines.append(f"last eval:  epoch {v.get('epoch')} mean EPE {v.get('mean_epe')} "
+                     f"(best {v.get('best_epe')} at epoch {v.get('best_epoch')})")
+    if info["resumes"]:
+        lines.append(f"resumed:    {info['resumes']} time(s) from a checkpoint")
+    if info["run_end"]:
+        r = info["run_end"]
+        lines.append(f"run_end:    {r.get('status')}: {r.get('reason', '')}")
+    if info["stdout"]:
+        lines.append(f"job log:    {info['stdout']}")
+        lines.append(f"job errors: {info['stderr']}")
+    return "\n".join(lines)
+
+
+def cancel(run_dir: Path) -> list[str]:
+    """Stop every queued or running job of the run. A running trainer checkpoints first (SIGTERM)."""
+    records = submissions(run_dir)
+    cancelled: list[str] = []
+    slurm_ids = [str(r["job_id"]) for r in records if r.get("executor") == "slurm"]
+    live = [j for j, st in squeue_states(slurm_ids).items() if st not in ("COMPLETED", "FAILED", "CANCELLED")]
+    if live:
+        subprocess.run(["scancel", *live], check=True, timeout=60)
+        cancelled += live
+    for r in records:
+        pid = r.get("pid")
+        if r.get("executor") == "local" and pid and _pid_alive(int(pid)):
+            # submitit's local controller forwards SIGTERM to the job, which forwards it to the trainer.
+            os.kill(int(pid), signal.SIGTERM)
+            cancelled.append(str(r["job_id"]))
+    return cancelled

@@ -1,0 +1,216 @@
+"""The sidecar's model: the runs it follows and its own health, refreshed by `scan()`.
+
+Runs are found from the file system on every scan (`--run DIR` or every run directory below `--root`),
+so a sidecar started late or restarted catches up from what already exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeflow.rundir import EVENTS_FILE, RUN_FILE, STATE_FILE, RunPaths
+from monitor.follow import EventTail
+from monitor.runstate import RunState
+
+# Folders inside a run that never hold runs; not walked when looking for runs below --root.
+SKIP_DIRS = frozenset({"checkpoints", "jobs", "__pycache__"})
+MAX_DEPTH = 4
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / EVENTS_FILE).is_file() or (path / RUN_FILE).is_file()
+
+
+def find_runs(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
+    """Run directories below `root` (a run directory holds events.jsonl or run.json); not below a run."""
+    found: list[Path] = []
+
+    def walk(directory: Path, depth: int) -> None:
+        if is_run_dir(directory):
+            found.append(directory)
+            return
+        if depth >= max_depth:
+            return
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            return
+        for entry in entries:
+            if entry.name in SKIP_DIRS or entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    walk(Path(entry.path), depth + 1)
+            except OSError:
+                continue
+
+    walk(root, 0)
+    return found
+
+
+def _file_key(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_json_dict(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class RunFollower:
+    """One run directory: tails events.jsonl, re-reads run.json/state.json when they change."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.paths = RunPaths(directory)
+        self.tail = EventTail(self.paths.events)
+        self.from_events = RunState()
+        self.run_json: dict | None = None
+        self.state_json: dict | None = None
+        self._run_key: tuple | None = None
+        self._state_key: tuple | None = None
+        self.state = RunState()
+        self.bad_json_files: set[str] = set()
+
+    def refresh(self) -> tuple[bool, int, int]:
+        """Read what changed. Returns (changed, lines read, malformed lines)."""
+        result = self.tail.read()
+        changed = result.reset or bool(result.events)
+        if result.reset:
+            self.from_events = RunState()
+        for event in result.events:
+            self.from_events.apply(event)
+        for name, attr, key_attr in ((RUN_FILE, "run_json", "_run_key"), (STATE_FILE, "state_json", "_state_key")):
+            path = self.dir / name
+            key = _file_key(path)
+            if key == getattr(self, key_attr):
+                continue
+            setattr(self, key_attr, key)
+            data = _read_json_dict(path) if key is not None else None
+            if key is not None and data is None:
+                # Written atomically, so a bad one is a real fault; report once, keep the last good copy.
+                if name not in self.bad_json_files:
+                    print(f"monitor: {path}: not a JSON object; ignored", file=sys.stderr)
+                    self.bad_json_files.add(name)
+                continue
+            self.bad_json_files.discard(name)
+            setattr(self, attr, data)
+            changed = True
+        if changed:
+            self._combine()
+        return changed, result.lines, result.malformed
+
+    def _combine(self) -> None:
+        state = copy.deepcopy(self.from_events)
+        if self.run_json:
+            state.apply_run_json(self.run_json)
+        if self.state_json:
+            state.apply_state_json(self.state_json)
+        if state.experiment is None:
+            state.experiment = self.dir.name
+        self.state = state
+
+    @property
+    def files_followed(self) -> int:
+        return sum(1 for p in (self.paths.events, self.paths.run, self.paths.state) if p.is_file())
+
+
+@dataclass
+class Health:
+    started: float = field(default_factory=time.time)
+    scans: int = 0
+    last_scan: float | None = None
+    lines_read: int = 0
+    export_errors: int = 0
+
+
+class Sidecar:
+    """Follows `runs` (explicit run directories) and/or every run below `roots`."""
+
+    def __init__(self, runs: Sequence[Path] = (), roots: Sequence[Path] = (), observer: str = "none") -> None:
+        self.run_dirs = [Path(os.path.abspath(p)) for p in runs]
+        self.roots = [Path(os.path.abspath(p)) for p in roots]
+        self.observer = observer
+        self.followers: dict[Path, RunFollower] = {}
+        self.health = Health()
+        self.lock = threading.Lock()
+        self.duplicates_reported: set[Path] = set()
+
+    def discover(self) -> list[Path]:
+        found = [p for p in self.run_dirs]
+        for root in self.roots:
+            if root.is_dir():
+                found.extend(find_runs(root))
+        return list(dict.fromkeys(found))
+
+    def scan(self) -> bool:
+        """Discover runs and read what changed; True when any exported value may have changed."""
+        wanted = self.discover()
+        changed = False
+        with self.lock:
+            for gone in set(self.followers) - set(wanted):
+                # Only runs found below a root can disappear; an explicit --run is waited for.
+                del self.followers[gone]
+                changed = True
+            for directory in wanted:
+                follower = self.followers.get(directory)
+                if follower is None:
+                    follower = self.followers[directory] = RunFollower(directory)
+                    print(f"monitor: following {directory}", file=sys.stderr, flush=True)
+                run_changed, lines, malformed = follower.refresh()
+                if malformed:
+                    print(f"monitor: {follower.paths.events}: skipped {malformed} malformed line(s)",
+                          file=sys.stderr, flush=True)
+                self.health.lines_read += lines
+                changed = changed or run_changed
+            self.health.scans += 1
+            self.health.last_scan = time.time()
+        return changed
+
+    def snapshot(self) -> tuple[list[tuple[RunFollower, RunState]], Health, dict[str, int]]:
+        """A consistent copy for rendering (scrapes run on other threads)."""
+        with self.lock:
+            candidates = [(f, f.state) for f in self.followers.values() if f.tail.exists or f.run_json]
+            runs = self._unique(candidates)
+            counts = {
+                "runs": len(runs),
+                "duplicates": len(candidates) - len(runs),
+                "files": sum(f.files_followed for f in self.followers.values()),
+                "malformed": sum(f.tail.malformed_total for f in self.followers.values()),
+            }
+            return runs, copy.copy(self.health), counts
+
+    def _unique(self, runs: list[tuple[RunFollower, RunState]]) -> list[tuple[RunFollower, RunState]]:
+        # Two folders with the same experiment and job id (a copied run) would export duplicate series,
+        # and Prometheus rejects a whole scrape with duplicates: keep the one with the newest event.
+        best: dict[tuple[str | None, str | None], tuple[RunFollower, RunState]] = {}
+        for follower, state in runs:
+            key = (state.experiment, state.job_id)
+            kept = best.get(key)
+            if kept is None:
+                best[key] = (follower, state)
+                continue
+            newer = (state.last_event_time or 0.0) > (kept[1].last_event_time or 0.0)
+            dropped = kept[0] if newer else follower
+            if newer:
+                best[key] = (follower, state)
+            if dropped.dir not in self.duplicates_reported:
+                self.duplicates_reported.add(dropped.dir)
+                print(f"monitor: {dropped.dir}: same experiment and job id as another run directory "
+                      f"({key[0]}, {key[1]}); not exported", file=sys.stderr, flush=True)
+        return list(best.values())

@@ -1,0 +1,210 @@
+"""The launcher without a queue: dry-run batch scripts, sweep naming, refusals, the node's own gate.
+
+These run `python -m jobs` in a subprocess (the real CLI, real preflight on real demo data); none
+needs SLURM: a dry run builds the batch script with submitit's own function and queues nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeflow import config as efconfig
+from edgeflow import rundir
+from edgeflow.config import ConfigError
+from jobs import cli, profile, sweep
+from jobs.node import JobFailed, NodeJob, NodeSpec, trainer_command
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+def data_overrides(data: Path, out: Path) -> list[str]:
+    return [f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'val'}", f"runtime.output_root={out}"]
+
+
+@pytest.fixture
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Not tmp_path: its name contains "test_...", and a val_dir named like a test split is refused.
+    return tmp_path_factory.mktemp("jobs")
+
+
+def run_jobs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "jobs", *args], cwd=REPO, capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+def set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def test_help_lists_the_commands() -> None:
+    out = run_jobs("--help")
+    assert out.returncode == 0
+    for word in ("submit", "status", "cancel"):
+        assert word in out.stdout
+
+
+def test_dry_run_prints_the_batch_script_and_queues_nothing(demo_data: Path, tmp_path: Path) -> None:
+    out_root = tmp_path / "out"
+    out = run_jobs("submit", "--config", str(DEMO), "--cluster", "ci", "--dry-run",
+                   *set_args(data_overrides(demo_data, out_root)))
+    assert out.returncode == 0, out.stderr
+    run = out_root / "demo"
+    text = out.stdout
+    assert "preflight: OK: 24 training and 8 validation samples" in text
+    for line in ("#SBATCH --partition=debug", "#SBATCH --time=10", "#SBATCH --cpus-per-task=2",
+                 "#SBATCH --signal=USR2@30", "#SBATCH --requeue", "#SBATCH --mem=1GB",
+                 f"#SBATCH --output={run}/jobs/%j_0_log.out", f"#SBATCH --comment={run}",
+                 "#SBATCH --job-name=demo", 'echo "edgeflow job on $(hostname)"',
+                 "-u -m submitit.core._submit " + str(run / "jobs")):
+        assert line in text, line
+    assert "--array" not in text
+    trainer = f"apptainer exec --bind /tmp /tmp/edgeflow-ci.sif python -m edgeflow train --config " \
+              f"{run}/jobs/submitted_config.yaml"
+    assert trainer in text
+    assert not out_root.exists(), "a dry run must not write anything"
+
+
+def test_dry_run_of_a_gpu_profile(demo_data: Path, tmp_path: Path) -> None:
+    out = run_jobs("submit", "--config", str(DEMO), "--cluster", "genius", "--dry-run",
+                   "--profile-set", "slurm.additional={mail_type: END}",
+                   *set_args(data_overrides(demo_data, tmp_path / "out")))
+    assert out.returncode == 0, out.stderr
+    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --account=lp_my_project", "#SBATCH --mem=40GB",
+                 "#SBATCH --time=1440", "#SBATCH --signal=USR2@300", "#SBATCH --partition=gpu_p100",
+                 "#SBATCH --mail-type=END", "module purge"):
+        assert line in out.stdout, line
+    # --nv, the profile's binds, then the run's own folders that no bind covers (they are under /tmp).
+    assert "apptainer exec --nv --bind /scratch --bind /data --bind " in out.stdout
+    assert f"--bind {tmp_path / 'out'}" in out.stdout and f"--bind {demo_data / 'train'}" in out.stdout
+
+
+def test_dry_run_of_a_seed_sweep_is_one_array(demo_data: Path, tmp_path: Path) -> None:
+    out = run_jobs("submit", "--config", str(DEMO), "--cluster", "ci", "--dry-run", "--seeds", "0", "1", "2",
+                   "--array-parallelism", "2", *set_args(data_overrides(demo_data, tmp_path / "out")))
+    assert out.returncode == 0, out.stderr
+    assert "#SBATCH --array=0-2%2" in out.stdout
+    assert "%A_%a_0_log.out" in out.stdout
+    for seed in (0, 1, 2):
+        assert f"demo_s{seed}: apptainer exec" in out.stdout
+        assert f"/demo_s{seed}/jobs/submitted_config.yaml" in out.stdout
+    assert out.stdout.count("== preflight: demo_s") == 3
+
+
+def test_local_profile_dry_run_runs_the_trainer_directly(demo_data: Path, tmp_path: Path) -> None:
+    out = run_jobs("submit", "--config", str(DEMO), "--cluster", "local", "--dry-run",
+                   *set_args(data_overrides(demo_data, tmp_path / "out")))
+    assert out.returncode == 0, out.stderr
+    assert "local executor" in out.stdout and "apptainer" not in out.stdout
+    assert f"{sys.executable} -m edgeflow train --config" in out.stdout
+
+
+def test_empty_val_folder_is_refused_and_nothing_is_written(demo_data: Path, workdir: Path) -> None:
+    tmp_path = workdir
+    data = tmp_path / "data"
+    shutil.copytree(demo_data / "train", data / "train")
+    (data / "val").mkdir()
+    out_root = tmp_path / "out"
+    out = run_jobs("submit", "--config", str(DEMO), "--cluster", "local",
+                   *set_args(data_overrides(data, out_root)))
+    assert out.returncode == cli.EXIT_REFUSED
+    assert "preflight: FAILED" in out.stdout
+    assert "nothing was queued" in out.stderr and str(data / "val") in out.stdout + out.stderr
+    assert not out_root.exists()
+
+
+def test_bad_profile_and_bad_config_are_bad_input(demo_data: Path, tmp_path: Path) -> None:
+    args = ["submit", "--config", str(DEMO), "--dry-run", *set_args(data_overrides(demo_data, tmp_path))]
+    out = run_jobs(*args, "--cluster", "ci", "--profile-set", "slurm.partion=gpu")
+    assert out.returncode == rundir.EXIT_BAD_INPUT
+    assert "slurm.partion: unknown key (did you mean slurm.partition?)" in out.stderr
+    out = run_jobs(*args, "--cluster", "ci", "--set", "train.bach_size=2")
+    assert out.returncode == rundir.EXIT_BAD_INPUT and "train.bach_size: unknown key" in out.stderr
+    out = run_jobs(*args, "--cluster", "nosuchcluster")
+    assert out.returncode == rundir.EXIT_BAD_INPUT and "known profiles:" in out.stderr
+    out = run_jobs(*args, "--cluster", "ci", "--seeds", "1", "1")
+    assert out.returncode == rundir.EXIT_BAD_INPUT and "--seeds: a seed is listed twice" in out.stderr
+    out = run_jobs(*args, "--cluster", "ci", "--array-parallelism", "0")
+    assert out.returncode == rundir.EXIT_BAD_INPUT and "--array-parallelism" in out.stderr
+
+
+def test_sweep_names_seeds_and_absolute_paths(demo_data: Path, tmp_path: Path) -> None:
+    els = sweep.expand([str(DEMO)], [3, 7], data_overrides(demo_data, Path("rel_out")), base=tmp_path)
+    assert [e.experiment for e in els] == ["demo_s3", "demo_s7"]
+    assert [e.cfg.runtime.seed for e in els] == [3, 7]
+    assert els[0].run_dir == tmp_path / "rel_out" / "demo_s3"
+    assert Path(els[0].cfg.data.train_dir).is_absolute()
+    single = sweep.expand([str(DEMO)], None, data_overrides(demo_data, tmp_path))
+    assert [e.experiment for e in single] == ["demo"] and single[0].seed is None
+
+
+def test_sweep_refuses_two_elements_in_one_run_directory(demo_data: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text(DEMO.read_text())
+    with pytest.raises(ConfigError, match="would both write to .*/demo"):
+        sweep.expand([str(DEMO), str(other)], None, data_overrides(demo_data, tmp_path))
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(DEMO.read_text().replace("experiment_name: demo", "experiment_name: demo_b"))
+    els = sweep.expand([str(DEMO), str(renamed)], [0], data_overrides(demo_data, tmp_path))
+    assert [e.experiment for e in els] == ["demo_s0", "demo_b_s0"]
+
+
+def test_node_refuses_to_start_the_trainer_when_its_preflight_fails(demo_data: Path, workdir: Path) -> None:
+    """The node re-checks the data: val emptied after submission -> run_end failed, no trainer."""
+    tmp_path = workdir
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    out_root = tmp_path / "out"
+    (el,) = sweep.expand([str(DEMO)], None, data_overrides(data, out_root))
+    cfg_path = el.run_dir / "jobs" / "submitted_config.yaml"
+    cfg_path.parent.mkdir(parents=True)
+    cfg_path.write_text(efconfig.dump(el.cfg))
+    for f in (data / "val").iterdir():
+        f.unlink()
+    image = tmp_path / "img.sif"
+    image.touch()
+    log = tmp_path / "apptainer.log"
+    prof = profile.load("ci", [f"container.image={image}"])
+    spec = NodeSpec(str(cfg_path), str(el.run_dir), el.experiment, prof, str(REPO))
+    os.environ["APPTAINER_STANDIN_LOG"] = str(log)
+    try:
+        with pytest.raises(JobFailed, match="preflight on node .* failed"):
+            NodeJob(spec)()
+    finally:
+        del os.environ["APPTAINER_STANDIN_LOG"]
+    assert not log.exists(), "the trainer must not start"
+    events = list(rundir.read_events(el.run_dir / "events.jsonl"))
+    assert events[-1]["event"] == "run_end" and events[-1]["status"] == "failed"
+    assert "preflight on node" in events[-1]["reason"]
+    run = json.loads((el.run_dir / "run.json").read_text())
+    assert run["status"] == "failed" and "preflight" in run["reason"]
+
+
+def test_container_command_binds_uncovered_run_folders(demo_data: Path, tmp_path: Path) -> None:
+    (el,) = sweep.expand([str(DEMO)], None, data_overrides(demo_data, tmp_path / "out"))
+    prof = profile.load("ci", ["container.binds=[/nonexistent_scratch]", "container.nv=true"])
+    spec = NodeSpec("/x/cfg.yaml", str(el.run_dir), el.experiment, prof, str(REPO))
+    cmd = trainer_command(spec, el.cfg)
+    assert cmd[:3] == ["apptainer", "exec", "--nv"]
+    binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"]
+    assert binds[0] == "/nonexistent_scratch"
+    assert str(tmp_path / "out") in binds and str(demo_data / "train") in binds
+    assert cmd[-6:] == ["python", "-m", "edgeflow", "train", "--config", "/x/cfg.yaml"]
+    covered = profile.load("ci", [f"container.binds=[{tmp_path}, {demo_data}]"])
+    cmd = trainer_command(NodeSpec("/x/c.yaml", str(el.run_dir), el.experiment, covered, str(REPO)), el.cfg)
+    assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"] == [str(tmp_path), str(demo_data)]
+
+
+def test_status_of_unknown_targets(tmp_path: Path) -> None:
+    out = run_jobs("status", str(tmp_path / "nothing"), env={"EDGEFLOW_JOBS_INDEX": str(tmp_path / "i.jsonl")})
+    assert out.returncode == rundir.EXIT_BAD_INPUT and "neither a run directory" in out.stderr
+    out = run_jobs("status", "987654", env={"EDGEFLOW_JOBS_INDEX": str(tmp_path / "i.jsonl")})
+    assert out.returncode == rundir.EXIT_BAD_INPUT and "job 987654: no run directory records it" in out.stderr
