@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeflow.rundir import EVENTS_FILE, RUN_FILE, STATE_FILE, RunPaths
-from monitor.follow import EventTail
+from monitor.follow import EventTail, TailResult
 from monitor.runstate import RunState
 
 # Folders inside a run that never hold runs; not walked when looking for runs below --root.
@@ -86,10 +86,19 @@ class RunFollower:
         self._state_key: tuple | None = None
         self.state = RunState()
         self.bad_json_files: set[str] = set()
+        self.read_error: str | None = None
 
     def refresh(self) -> tuple[bool, int, int]:
         """Read what changed. Returns (changed, lines read, malformed lines)."""
-        result = self.tail.read()
+        try:
+            result = self.tail.read()
+            self.read_error = None
+        except OSError as exc:
+            # Unreadable (permissions, a folder in its place): say so once, keep the last values, retry later.
+            if str(exc) != self.read_error:
+                print(f"monitor: cannot read {self.paths.events}: {exc}", file=sys.stderr, flush=True)
+                self.read_error = str(exc)
+            result = TailResult()
         changed = result.reset or bool(result.events)
         if result.reset:
             self.from_events = RunState()

@@ -209,15 +209,21 @@ def test_preemption_requeues_and_resumes(env: dict[str, Any], demo_data: Path) -
 
 
 def test_time_limit_requeues_resumes_and_ends_as_timeout(env: dict[str, Any], demo_data: Path) -> None:
-    # 2-minute slots, SIGUSR2 50 s before the end, one requeue allowed: the second slot's signal
-    # exhausts max_requeues and the launcher records the end.
+    # A 2-minute slot with SIGUSR2 50 s before its end, one requeue allowed. The first signal comes
+    # from SLURM's time limit; the second is sent by the test once the resumed run has trained an
+    # epoch (the same signal, `scancel --signal=USR2`, without waiting out a second slot). submitit
+    # counts both as time-outs (jobs under 10 min), so the second exhausts max_requeues.
     out, ids = submit(env, *tiny(demo_data, env["out"], train__num_epochs=1000),
                       "--profile-set", "slurm.time_min=2", "--profile-set", "slurm.signal_delay_s=50",
                       "--profile-set", "slurm.max_requeues=1")
     assert out.returncode == 0, out.stdout + out.stderr
     job_id, run = ids[0], env["out"] / "demo"
     release_when_requeued(job_id, run)
-    wait_for("the job to end", left_queue(job_id), run, limit_s=400)
+    wait_for("an epoch after the resume", lambda: len(events(run, "run_start")) == 2 and
+             events(run)[-1]["event"] in ("epoch", "eval", "checkpoint", "heartbeat") and
+             events(run, "epoch")[-1]["time"] > events(run, "run_start")[1]["time"], run)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    wait_for("the job to end", left_queue(job_id), run)
 
     ends = events(run, "run_end")
     assert [e["status"] for e in ends] == ["preempted", "preempted", "timeout"], ends

@@ -249,3 +249,16 @@ def test_odd_field_types_are_ignored_not_fatal(tmp_path):
     assert state.status == "failed"  # an unknown end status is still an end
     assert state.experiment == tmp_path.name  # no usable experiment field: the folder's name
     render(sidecar)
+
+
+def test_unreadable_events_file_is_reported_once_not_fatal(tmp_path, capsys):
+    (tmp_path / "events.jsonl").mkdir()  # a folder where the file should be
+    sidecar = Sidecar(runs=[tmp_path])
+    sidecar.scan()
+    sidecar.scan()
+    err = capsys.readouterr().err
+    assert err.count(f"cannot read {tmp_path / 'events.jsonl'}") == 1
+    (tmp_path / "events.jsonl").rmdir()
+    EventLog(tmp_path / "events.jsonl", "back", "1").emit("heartbeat", epoch=1, step=5)
+    sidecar.scan()
+    assert sidecar.snapshot()[0][0][1].step == 5

@@ -144,6 +144,8 @@ def test_dashboard_structure():
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert variables["experiment"]["type"] == "query" and variables["experiment"]["includeAll"]
     assert variables["datasource"]["query"] == "prometheus"
+    provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "edgeflow.yml").read_text())
+    assert variables["datasource"]["current"]["value"] == provisioned["datasources"][0]["uid"]
     panels = dashboard["panels"]
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))

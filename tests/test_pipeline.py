@@ -171,3 +171,28 @@ def test_flo_replaced_after_the_scan_is_an_error_naming_it(data_dir: Path) -> No
     _, err = _iterate_until_error(pipeline.eval_dataset(samples, make_cfg(), batch_size=2, num_batches=1))
     assert "evaluation sample 0000000 at position 0 is unreadable" in str(err)
     assert f"{flow}: {flow}: not a .flo file" in str(err)
+
+
+def test_image_resized_after_the_scan_is_an_error_naming_it(data_dir: Path) -> None:
+    samples = scan_split(data_dir).valid
+    cv2.imwrite(samples[2].img1, np.zeros((IMG_H, IMG_W + 8, 3), np.uint8))  # would crop silently
+    _, err = _iterate_until_error(pipeline.eval_dataset(samples, make_cfg(), batch_size=4, num_batches=1))
+    assert "evaluation sample 0000002 at position 2 is unreadable" in str(err)
+    assert f"{samples[2].img1}: img_1 is 40x64 but img_0 is 40x56" in str(err)
+
+
+def test_unit_range_is_exactly_the_spec_formula() -> None:
+    v = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    got = pipeline.to_unit_range(tf.constant(v)).numpy()
+    assert np.array_equal(got, (v.astype(np.float32) / 255.0 - 0.5) * 2.0)
+    assert got.min() == -1.0 and got.max() == 1.0
+
+
+def test_cached_eval_gives_the_same_batches_without_reading_again(data_dir: Path) -> None:
+    samples = scan_split(data_dir).valid
+    ds = pipeline.eval_dataset(samples, make_cfg(), batch_size=4, num_batches=2, cache=True)
+    first = run(ds)
+    os.remove(samples[0].img0)  # a second pass that read the files again would fail
+    second = run(ds)
+    assert all(np.array_equal(p[0], q[0]) and np.array_equal(p[1], q[1]) for p, q in zip(first, second, strict=True))
+    assert decode(second) == decode(first) and len(second) == 2

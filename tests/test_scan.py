@@ -248,3 +248,14 @@ def test_eval_split_named_like_a_test_set_is_refused(tmp_path) -> None:
     cfg.data.train_dir, cfg.data.val_dir, cfg.data.holdout_samples = str(tmp_path / "test"), "", 1
     with pytest.raises(DataError, match="named like a test split"):
         select_splits(cfg, val_scan, None)
+
+
+def test_unreadable_files(tmp_path) -> None:
+    make_samples(tmp_path, [0, 1, 2])
+    for i, part in ((0, "img_1.png"), (1, "flow_01.flo")):
+        os.remove(path(tmp_path, i, part))
+        path(tmp_path, i, part).mkdir()  # exists, opens, but cannot be read (EISDIR)
+    scan = scan_split(tmp_path)
+    assert scan.problems == {"unreadable": [str(path(tmp_path, 0, "img_1.png")), str(path(tmp_path, 1, "flow_01.flo"))]}
+    assert scan.details[str(path(tmp_path, 0, "img_1.png"))] == "cannot read: Is a directory"
+    assert [s.sample_id for s in scan.valid] == ["0000002"]

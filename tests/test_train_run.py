@@ -155,17 +155,21 @@ def test_metrics_csv_is_derived_from_events(finished_run) -> None:
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(float(r["mean_epe"]) > 0 for r in rows)
 
 
-def test_eval_cli_reproduces_the_training_evaluation(finished_run) -> None:
+def test_eval_cli_table_reproduces_the_training_evaluation(finished_run) -> None:
     _, run, _ = finished_run
-    proc = edgeflow("eval", "--run", str(run), "--checkpoint", "latest", "--json")
+    proc = edgeflow("eval", "--run", str(run), "--checkpoint", "latest", "--archs", "000000000",
+                    "2 2 2 2 2 2 2 2 2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout[proc.stdout.index("{"):])
+    rows = dict(line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2)
     last_eval = [e for e in read_events(run / "events.jsonl") if e["event"] == "eval"][-1]
-    assert got["arch_epe"] == last_eval["arch_epe"] and got["mean_epe"] == last_eval["mean_epe"]
-    table = edgeflow("eval", "--run", str(run), "--archs", "0 0 0 0 2 1 2 2 2")
-    assert table.returncode == 0 and "000021222" in table.stdout and "mean" in table.stdout
+    # same checkpoint, same protocol, another process: the same numbers
+    for code in ("000000000", "222222222"):
+        assert rows[code] == f"{last_eval['arch_epe'][code]:.4f}"
+    assert rows["mean"] == f"{last_eval['mean_epe']:.4f}"
     bad = edgeflow("eval", "--run", str(run), "--archs", "00002")
     assert bad.returncode == 2 and "00002" in bad.stderr
+    missing = edgeflow("eval", "--run", str(run.parent / "nope"))
+    assert missing.returncode == 2 and "not a run directory" in missing.stderr
 
 
 def test_rerunning_a_completed_run_does_nothing(finished_run) -> None:

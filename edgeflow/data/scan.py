@@ -199,11 +199,14 @@ def _require_cv2() -> None:
 
 def _list_samples(directory: str) -> dict[str, list[bool]]:
     present: dict[str, list[bool]] = {}
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            m = _NAME.match(entry.name)
-            if m:
-                present.setdefault(m.group(1), [False, False, False])[_PART[m.group(2)]] = True
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                m = _NAME.match(entry.name)
+                if m:
+                    present.setdefault(m.group(1), [False, False, False])[_PART[m.group(2)]] = True
+    except OSError as exc:
+        raise DataError(f"data folder {directory} cannot be listed: {exc.strerror or exc}") from None
     return present
 
 

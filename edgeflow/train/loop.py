@@ -20,7 +20,7 @@ from edgeflow.model.supernet import Supernet
 from edgeflow.nas.sampler import FairSampler
 from edgeflow.train import early_stop, report
 from edgeflow.train.checkpoint import CheckpointStore
-from edgeflow.train.evaluate import Evaluator, datasets
+from edgeflow.train.evaluate import Evaluator, datasets, zero_flow_epe
 from edgeflow.train.run import Plan, write_run_start_files
 from edgeflow.train.runinfo import update_run_json
 from edgeflow.train.schedule import learning_rate, total_steps
@@ -52,6 +52,8 @@ class Trainer:
             return self._run()
         except _Diverged as exc:
             return self._end("diverged", str(exc), rundir.EXIT_DIVERGED)
+        except KeyboardInterrupt:
+            return self._end("failed", "interrupted (SIGINT); resume from the last checkpoint", rundir.EXIT_FAILED)
         except Exception as exc:  # any other failure still ends the run's files cleanly
             traceback.print_exc()
             return self._end("failed", f"{type(exc).__name__}: {exc}", rundir.EXIT_FAILED)
@@ -110,12 +112,15 @@ class Trainer:
         self._build()
         state, resumed_from, extra = self._restore()
         self.state = state
+        recal, evals = datasets(cfg, self.plan.splits.train, self.plan.splits.val)
+        # The bar any learning must clear: EPE of predicting zero flow on the same eval batches.
+        extra["zero_flow_epe"] = zero_flow_epe(self.model, evals)
+        print(f"EPE of predicting zero flow on the eval batches: {extra['zero_flow_epe']:.4f}", flush=True)
         self.events.emit("run_start", train_samples=len(self.plan.splits.train),
                          val_samples=len(self.plan.splits.val), resumed_from=resumed_from or None,
                          start_epoch=state.epoch + 1, num_epochs=cfg.train.num_epochs,
                          patience=cfg.eval.early_stop_patience, **extra)
         self._write_state()
-        recal, evals = datasets(cfg, self.plan.splits.train, self.plan.splits.val)
         for epoch in range(state.epoch + 1, cfg.train.num_epochs + 1):
             if not self._train_epoch(epoch):
                 return self._preempted_mid_epoch(epoch)
@@ -135,12 +140,13 @@ class Trainer:
         dataset = train_dataset(self.plan.splits.train, cfg, epoch, skip_batches=skip)
         last_beat = time.time()
         beat_samples = 0
+        # Step time runs from one step's end to the next, so waiting for input counts against throughput.
+        mark = time.perf_counter()
         for x, flow in dataset:
             archs = self.sampler.next_archs()
             lr = learning_rate(state.step, cfg.train.lr, self.horizon, cfg.train.lr_schedule)
-            started = time.perf_counter()
             result = self.step_fn(x, flow, archs, lr)
-            seconds = time.perf_counter() - started
+            seconds, mark = time.perf_counter() - mark, time.perf_counter()
             batch = int(x.shape[0])
             state.epoch_stats.add_step(loss=result.loss, grad_norm=result.grad_norm, clipped=result.clipped,
                                        finite=result.finite, samples=batch, seconds=seconds)
@@ -171,7 +177,7 @@ class Trainer:
             if self.stop.requested and state.batch_in_epoch < self.spe:
                 return False
         if self.tty:
-            print("\r", end="")
+            print("\r" + " " * 60 + "\r", end="")
         return True
 
     def _finish_epoch(self, epoch: int, recal, evals) -> int | None:
