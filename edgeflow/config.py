@@ -28,7 +28,8 @@ TEST_SPLIT_PATTERN = re.compile(r"(^|[^a-z])test(ing|set)?([^a-z]|$)")
 
 
 def is_test_split_name(path: str) -> bool:
-    return any(TEST_SPLIT_PATTERN.search(part.lower()) for part in Path(path).parts)
+    # Only the split folder itself: a parent like /scratch/test_project/ says nothing about the split.
+    return bool(TEST_SPLIT_PATTERN.search(Path(path).name.lower()))
 
 
 class ConfigError(ValueError):

@@ -68,6 +68,9 @@ def test_bad_values_name_the_dotted_key(tmp_path: Path, raw: dict, message: str)
 def test_latest_is_not_a_test_split(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, {"data": {"val_dir": "runs/latest/val"}}))
     assert cfg.data.val_dir == "runs/latest/val"
+    # Only the split folder's own name counts; a parent folder named test_* is someone's project.
+    cfg = config.load(write(tmp_path, {"data": {"val_dir": "/scratch/test_project/FC2/val"}}))
+    assert cfg.data.val_dir.endswith("FC2/val")
 
 
 def test_overrides_are_parsed_and_validated(tmp_path: Path) -> None:

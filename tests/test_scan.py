@@ -127,20 +127,22 @@ def test_flo_magic_header_dims_and_size(tmp_path) -> None:
 
 
 def test_corrupt_png_body_and_nonfinite_flow_need_deep(tmp_path) -> None:
-    make_samples(tmp_path, [0, 1, 2])
+    make_samples(tmp_path, [0, 1, 2, 3])
     png = path(tmp_path, 0, "img_1.png")
     data = png.read_bytes()
     png.write_bytes(data[:33] + bytes(range(256)) * ((len(data) - 33) // 256 + 1))  # signature+IHDR, garbage body
+    cut = path(tmp_path, 3, "img_0.png")
+    cut.write_bytes(cut.read_bytes()[:-200])  # truncated: the header is intact
     flow_path = path(tmp_path, 1, "flow_01.flo")
     flow = np.zeros((H, W, 2), np.float32)
     flow[3, 4, 1] = np.nan
     flow[0, 0, 0] = np.inf
     write_flo(flow_path, flow)
     shallow = scan_split(tmp_path)
-    assert len(shallow.valid) == 3 and shallow.problems == {}
+    assert len(shallow.valid) == 4 and shallow.problems == {}
     deep = scan_split(tmp_path, deep=True)
     assert [s.sample_id for s in deep.valid] == ["0000002"]
-    assert deep.problems == {"undecodable_png": [str(png)], "nonfinite_flow": [str(flow_path)]}
+    assert deep.problems == {"undecodable_png": [str(png), str(cut)], "nonfinite_flow": [str(flow_path)]}
     assert deep.details[str(flow_path)] == "2 non-finite flow values"
 
 

@@ -191,3 +191,42 @@ def test_nonfinite_steps_are_skipped_then_the_run_ends_diverged(tmp_path: Path, 
     assert end["status"] == "diverged" and "2 consecutive non-finite" in end["reason"]
     assert json.loads((run / "run.json").read_text())["status"] == "diverged"
     assert "update skipped" in proc.stdout
+
+
+def test_warm_start_takes_weights_only_from_another_run(finished_run, tmp_path: Path, demo_data: Path) -> None:
+    cfg, run, _ = finished_run
+    out = run.parent
+    warm_cfg = write_config(tmp_path, demo_data, "warm", runtime={"output_root": str(out)},
+                            train={"num_epochs": 1}, checkpoint={"resume_experiment_name": "full"})
+    proc = edgeflow("train", "--config", str(warm_cfg))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = list(read_events(out / "warm" / "events.jsonl"))
+    start = events[0]
+    assert start["warm_start_from"] == "full" and "/full/checkpoints/latest-" in start["resumed_from"]
+    assert start["start_epoch"] == 1
+    state = json.loads((out / "warm" / "state.json").read_text())
+    assert state["step"] == 6  # a fresh schedule and step count, not the source's
+    first = [e for e in read_events(run / "events.jsonl") if e["event"] == "epoch"][0]
+    warm_epoch = [e for e in events if e["event"] == "epoch"][0]
+    assert warm_epoch["train_loss"] < first["train_loss"]  # it started from trained weights
+
+
+def test_continuing_with_more_epochs_reports_horizon_resets_and_early_stops(finished_run) -> None:
+    # Runs last: it extends the finished run. Raising num_epochs continues it (horizon change
+    # reported); reset_early_stop_on_resume clears best so epoch 3 improves; with a huge min_delta
+    # epoch 4 cannot, and patience 1 stops the run there.
+    cfg, run, _ = finished_run
+    proc = edgeflow("train", "--config", str(cfg), "--set", "train.num_epochs=5",
+                    "--set", "checkpoint.reset_early_stop_on_resume=true", "--set", "eval.early_stop_patience=1",
+                    "--set", "eval.min_delta=1000")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "num_epochs 2 -> 5" in proc.stdout
+    events = list(read_events(run / "events.jsonl"))
+    start = [e for e in events if e["event"] == "run_start"][-1]
+    assert start["previous_num_epochs"] == 2 and start["start_epoch"] == 3 and start["early_stop_reset"] is True
+    evals = {e["epoch"]: e for e in events if e["event"] == "eval"}
+    assert evals[3]["improved"] is True and evals[4]["improved"] is False and evals[4]["bad_epochs"] == 1
+    assert 5 not in evals
+    assert events[-1]["event"] == "run_end" and events[-1]["status"] == "early_stopped"
+    state = json.loads((run / "state.json").read_text())
+    assert (state["status"], state["epoch"], state["best_epoch"]) == ("early_stopped", 4, 3)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeflow.data import flo
-from edgeflow.data.scan import _NAME, FLOW_SUFFIX, IMG0_SUFFIX, IMG1_SUFFIX, DataError
+from edgeflow.data.scan import FLOW_SUFFIX, IMG0_SUFFIX, IMG1_SUFFIX, SAMPLE_FILE, DataError
 
 HEIGHT, WIDTH = 384, 512
 MARGIN = 48  # canvas border: what the background and shapes bring into view in frame 1
@@ -155,7 +155,7 @@ def _prepare_split_dir(directory: Path, count: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     wanted = {f"{i:07d}" for i in range(count)}
     stale = sorted(name for name in os.listdir(directory)
-                   if (m := _NAME.match(name)) and m.group(1) not in wanted)
+                   if (m := SAMPLE_FILE.match(name)) and m.group(1) not in wanted)
     if stale:
         raise DataError(f"{directory} already holds {len(stale)} sample files that this render would not "
                         f"overwrite (e.g. {stale[0]}); remove the folder or choose another --out")

@@ -6,9 +6,9 @@ decode_raw) in parallel with a deterministic order, and crops while the pixels a
 
 A sample that cannot be read at training time (changed since the scan) stops the pipeline with an
 error naming the file; it is never skipped or replaced. tf.data cannot catch an op's error inside a
-map, so each element carries its position, errors are turned into gaps, and a sequential check right
-after the map raises on the first gap, naming the file and what is wrong with it (re-checked in
-Python); a sentinel at the end catches a failure of the last element.
+map, so each element carries its position, errors are turned into gaps, and a sequential check of
+every batch raises on the first gap, naming the file and what is wrong with it (re-checked in
+Python); an end sentinel catches a failure of the last element.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from edgeflow import config as config_mod
 from edgeflow.data import flo
-from edgeflow.data.scan import Sample, _check_deep, _check_headers, _sort_key
+from edgeflow.data.scan import Sample, check_deep, check_headers, sort_key
 
 _MAGIC_INT = int.from_bytes(flo.MAGIC, "little", signed=True)  # "PIEH" read as an int32
 _CROP_STREAM = 0xC409  # separates the crop-offset generator from the order generator of an epoch
@@ -53,10 +53,10 @@ def crop_draws(num_samples: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def _diagnose(sample: Sample, min_size: tuple[int, int]) -> str:
-    problems = _check_headers(sample, min_size)
+    problems = check_headers(sample, min_size)
     if not problems:
         try:
-            problems = _check_deep(sample)
+            problems = check_deep(sample)
         except ImportError:
             problems = []
     if problems:
@@ -189,6 +189,6 @@ def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_siz
         raise ValueError("eval_dataset: no samples")
     if batch_size < 1 or num_batches < 1:
         raise ValueError(f"eval_dataset: batch_size and num_batches must be >= 1, got {batch_size}, {num_batches}")
-    ordered = sorted(samples, key=lambda s: _sort_key(s.sample_id))[:batch_size * num_batches]
+    ordered = sorted(samples, key=lambda s: sort_key(s.sample_id))[:batch_size * num_batches]
     draws = np.zeros((len(ordered), 2))
     return _build(ordered, draws, 0, cfg, batch_size=batch_size, centre=True, what="evaluation", cache=cache)

@@ -23,7 +23,7 @@ from edgeflow.data import flo
 IMG0_SUFFIX = "-img_0.png"
 IMG1_SUFFIX = "-img_1.png"
 FLOW_SUFFIX = "-flow_01.flo"
-_NAME = re.compile(r"^(\d+)-(img_0\.png|img_1\.png|flow_01\.flo)$")
+SAMPLE_FILE = re.compile(r"^(\d+)-(img_0\.png|img_1\.png|flow_01\.flo)$")
 _PART = {"img_0.png": 0, "img_1.png": 1, "flow_01.flo": 2}
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -102,7 +102,7 @@ def sample_paths(directory: str | os.PathLike, sample_id: str) -> Sample:
                   os.path.join(d, sample_id + FLOW_SUFFIX))
 
 
-def _sort_key(sample_id: str) -> tuple[int, str]:
+def sort_key(sample_id: str) -> tuple[int, str]:
     return int(sample_id), sample_id
 
 
@@ -133,7 +133,8 @@ def png_size(path: str) -> tuple[int, int]:
     return height, width
 
 
-def _check_headers(sample: Sample, min_size: tuple[int, int] | None) -> list[Problem]:
+def check_headers(sample: Sample, min_size: tuple[int, int] | None) -> list[Problem]:
+    """Header-level problems of a sample whose three files exist (empty list: fine)."""
     problems: list[Problem] = []
     sizes: dict[str, tuple[int, int]] = {}
     for path in (sample.img0, sample.img1):
@@ -169,7 +170,8 @@ def _check_headers(sample: Sample, min_size: tuple[int, int] | None) -> list[Pro
     return problems
 
 
-def _check_deep(sample: Sample) -> list[Problem]:
+def check_deep(sample: Sample) -> list[Problem]:
+    """Problems found by decoding every file (needs OpenCV)."""
     import cv2  # checked by _require_cv2 before any thread starts
     import numpy as np
 
@@ -202,7 +204,7 @@ def _list_samples(directory: str) -> dict[str, list[bool]]:
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
-                m = _NAME.match(entry.name)
+                m = SAMPLE_FILE.match(entry.name)
                 if m:
                     present.setdefault(m.group(1), [False, False, False])[_PART[m.group(2)]] = True
     except OSError as exc:
@@ -233,7 +235,7 @@ def scan_split(directory: str | os.PathLike, *, deep: bool = False, min_size: tu
     present = _list_samples(directory)
     problems: list[Problem] = []
     candidates: list[Sample] = []
-    for sample_id in sorted(present, key=_sort_key):
+    for sample_id in sorted(present, key=sort_key):
         sample = sample_paths(directory, sample_id)
         has0, has1, hasf = present[sample_id]
         if not has0:
@@ -246,10 +248,10 @@ def scan_split(directory: str | os.PathLike, *, deep: bool = False, min_size: tu
             candidates.append(sample)
 
     def headers(chunk: list[Sample]) -> list[list[Problem]]:
-        return [_check_headers(s, min_size) for s in chunk]
+        return [check_headers(s, min_size) for s in chunk]
 
     def deeps(chunk: list[Sample]) -> list[list[Problem]]:
-        return [_check_deep(s) for s in chunk]
+        return [check_deep(s) for s in chunk]
 
     results = _run_chunks(headers, candidates, HEADER_WORKERS if workers is None else workers)
     passed = [s for s, found in zip(candidates, results, strict=True) if not found]
