@@ -25,7 +25,7 @@ from jobs.submit import (
     submissions,
 )
 
-JOB_ID_RE = re.compile(r"^\d+(_\d+)?$")
+JOB_ID_RE = re.compile(r"^(\d+(_\d+)?|local-\d+)$")
 
 
 class StatusError(LookupError):

@@ -7,6 +7,7 @@ folder is `<run_dir>/jobs/` for a single job; an array (sweep) shares one folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +219,28 @@ def _executor(profile: ClusterProfile, folder: Path, job_name: str, comment: str
     return ex
 
 
+@contextlib.contextmanager
+def _detached_stdio() -> Iterator[None]:
+    """Point fds 0-2 at /dev/null while submitit starts a local job controller.
+
+    The controller outlives this command; if it inherited our stdout/stderr, whoever reads them
+    (a pipe in `make demo`, a test) would wait for the whole training run. Its logs go to files.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in (0, 1, 2)]
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        yield
+    finally:
+        for fd, copy in zip((0, 1, 2), saved, strict=True):
+            os.dup2(copy, fd)
+            os.close(copy)
+        os.close(null)
+
+
 def submit(elements: list[Element], profile: ClusterProfile,
            array_parallelism: int | None = None) -> list[Submitted]:
     """Queue the elements (one job, or one array). The caller has run the gate."""
@@ -237,14 +261,16 @@ def submit(elements: list[Element], profile: ClusterProfile,
         name = f"sweep-{elements[0].experiment}"
     comment = str(elements[0].run_dir) if len(elements) == 1 else str(folder)
     ex = _executor(profile, folder, name, comment, array_parallelism)
+    stdio = _detached_stdio() if profile.executor == "local" else contextlib.nullcontext()
     try:
-        if len(specs) == 1:
-            jobs = [ex.submit(NodeJob(specs[0]))]
-        else:
-            jobs = []
-            with ex.batch():
-                for spec in specs:
-                    jobs.append(ex.submit(NodeJob(spec)))
+        with stdio:
+            if len(specs) == 1:
+                jobs = [ex.submit(NodeJob(specs[0]))]
+            else:
+                jobs = []
+                with ex.batch():
+                    for spec in specs:
+                        jobs.append(ex.submit(NodeJob(spec)))
     except subprocess.CalledProcessError as exc:
         err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or exc.output or "")
         raise SubmitError(f"sbatch refused the job: {str(err).strip() or exc}") from None
@@ -262,8 +288,10 @@ def _record(elements: list[Element], jobs: list[Any], profile: ClusterProfile, f
                 link = jobs_dir / target.name
                 link.unlink(missing_ok=True)
                 link.symlink_to(target)
+        # The local executor's id is its controller's pid; the trainer records it as local-<pid>.
+        job_id = str(job.job_id) if profile.executor == "slurm" else f"local-{job.job_id}"
         record = {
-            "job_id": str(job.job_id), "executor": profile.executor, "cluster": profile.name,
+            "job_id": job_id, "executor": profile.executor, "cluster": profile.name,
             "profile": profile.source, "submitted_at": time.time(), "source_config": el.source,
             "config": str(jobs_dir / SUBMITTED_CONFIG), "folder": str(folder), "stdout": str(stdout),
             "stderr": str(stderr),
@@ -272,8 +300,8 @@ def _record(elements: list[Element], jobs: list[Any], profile: ClusterProfile, f
         if process is not None:
             record["pid"] = process.pid
         record_submission(el.run_dir, record)
-        _index_add(str(job.job_id), el.run_dir)
-        out.append(Submitted(el, str(job.job_id), stdout, stderr, folder, job))
+        _index_add(job_id, el.run_dir)
+        out.append(Submitted(el, job_id, stdout, stderr, folder, job))
     return out
 
 

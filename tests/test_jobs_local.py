@@ -91,8 +91,9 @@ def test_local_profile_runs_to_completion(setup: dict[str, Any]) -> None:
     job_id = f"local-{controller_pid(run)}"
     assert info["status"] == "completed" and info["job_ids"] == [job_id] and info["image"] == ""
     assert [e["epoch"] for e in events(run, "epoch")] == [1]
-    status = jobs_cli(setup, "status", str(run))
-    assert status.returncode == 0 and "status:     completed" in status.stdout
+    assert f"submitted job {job_id}: experiment demo" in out.stdout
+    status = jobs_cli(setup, "status", job_id)
+    assert status.returncode == 0 and "status:     completed" in status.stdout and str(run) in status.stdout
 
 
 def test_killed_trainer_is_recorded_by_the_launcher(setup: dict[str, Any]) -> None:
