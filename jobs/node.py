@@ -39,6 +39,8 @@ from jobs.profile import ClusterProfile
 REPO = Path(__file__).resolve().parents[1]
 # Exit statuses of a trainer killed by a forwarded signal before it installed its handlers.
 _KILLED_BEFORE_HANDLERS = (-signal.SIGTERM, -signal.SIGUSR2)
+_EXIT_OF_STATUS = {"completed": rundir.EXIT_OK, "early_stopped": rundir.EXIT_OK, "diverged": rundir.EXIT_DIVERGED,
+                   "preempted": rundir.EXIT_PREEMPTED}
 
 
 class JobFailed(RuntimeError):
@@ -172,9 +174,7 @@ class NodeJob(Checkpointable):
         except ChildProcessError:
             # Reaped by an interrupted frame of ours whose result was lost: ask the run files.
             end = outcome.last_run_end(self.spec.run_dir, since=self._started)
-            self._code = rundir.EXIT_PREEMPTED if end and end.get("status") == "preempted" else None
-            if self._code is None:
-                self._code = 0 if end and end.get("status") in ("completed", "early_stopped") else 1
+            self._code = _EXIT_OF_STATUS.get(end.get("status") if end else None, rundir.EXIT_FAILED)
             self._proc.returncode = self._code
             return self._code
         if pid == 0:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from submitit.core.utils import FailedJobError, FailedSubmissionError
+
 from edgeflow import config as efconfig
 from edgeflow import rundir
 from jobs.gate import GateResult, run_gate
@@ -271,9 +273,11 @@ def submit(elements: list[Element], profile: ClusterProfile,
                 with ex.batch():
                     for spec in specs:
                         jobs.append(ex.submit(NodeJob(spec)))
-    except subprocess.CalledProcessError as exc:
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or exc.output or "")
-        raise SubmitError(f"sbatch refused the job: {str(err).strip() or exc}") from None
+    except (FailedJobError, FailedSubmissionError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or str(exc)
+        if isinstance(detail, bytes):
+            detail = detail.decode(errors="replace")
+        raise SubmitError(f"sbatch refused the job: {detail.strip()}") from None
     return _record(elements, jobs, profile, folder)
 
 

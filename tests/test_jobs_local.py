@@ -81,9 +81,11 @@ def trainer_pid(run: Path) -> int | None:
     return None
 
 
-def test_local_profile_runs_to_completion(setup: dict[str, Any]) -> None:
+def test_local_profile_runs_to_completion_with_a_sidecar(setup: dict[str, Any]) -> None:
+    textfile = setup["base"] / "textfile"
     out = jobs_cli(setup, "submit", "--config", str(DEMO), "--cluster", "local", "--wait", *setup["sets"],
-                   "--set", "train.num_epochs=1")
+                   "--set", "train.num_epochs=1", "--profile-set", "monitor.sidecar=true",
+                   "--profile-set", f"monitor.textfile_dir={textfile}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "demo: completed" in out.stdout
     run = setup["run"]
@@ -92,6 +94,11 @@ def test_local_profile_runs_to_completion(setup: dict[str, Any]) -> None:
     assert info["status"] == "completed" and info["job_ids"] == [job_id] and info["image"] == ""
     assert [e["epoch"] for e in events(run, "epoch")] == [1]
     assert f"submitted job {job_id}: experiment demo" in out.stdout
+    # The monitor ran next to the trainer and exported the finished run for node_exporter.
+    (prom,) = textfile.glob("*.prom")
+    assert "edgeflow_" in prom.read_text() and 'experiment="demo"' in prom.read_text()
+    log = (run / "jobs" / f"{controller_pid(run)}_0_log.out").read_text()
+    assert f"monitor sidecar: {sys.executable} -m monitor --run {run} --textfile {textfile}" in log
     status = jobs_cli(setup, "status", job_id)
     assert status.returncode == 0 and "status:     completed" in status.stdout and str(run) in status.stdout
 

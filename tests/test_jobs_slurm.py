@@ -170,6 +170,12 @@ def test_empty_val_folder_queues_nothing(env: dict[str, Any], demo_data: Path) -
     assert not (env["out"] / "emptyval").exists()
 
 
+def test_sbatch_refusal_is_reported(env: dict[str, Any], demo_data: Path) -> None:
+    out, ids = submit(env, *tiny(demo_data, env["out"]), "--profile-set", "slurm.partition=nosuchpartition")
+    assert out.returncode == 4 and ids == []
+    assert "sbatch refused the job" in out.stderr and "partition" in out.stderr
+
+
 def test_two_element_array_runs_both(env: dict[str, Any], demo_data: Path) -> None:
     out, ids = submit(env, *tiny(demo_data, env["out"], train__num_epochs=1), "--seeds", "0", "1",
                       "--array-parallelism", "2", "--profile-set", "slurm.cpus_per_task=1", wait=True)
