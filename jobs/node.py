@@ -135,9 +135,15 @@ def _log(message: str) -> None:
     print(f"[edgeflow-jobs {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+_EXIT_MEANING = {rundir.EXIT_FAILED: "failure", rundir.EXIT_BAD_INPUT: "bad config or data",
+                 rundir.EXIT_DIVERGED: "diverged"}
+
+
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "an unknown exit status"
+    if code in _EXIT_MEANING:
+        return f"exit code {code} ({_EXIT_MEANING[code]})"
     if code < 0:
         try:
             return f"signal {signal.Signals(-code).name}"
@@ -223,7 +229,12 @@ class NodeJob(Checkpointable):
         job_id = _job_id()
         host = rundir.hostname()
         _log(f"job {job_id} on {host}: run {spec.run_dir}")
-        cfg = efconfig.load(spec.config_path)
+        try:
+            cfg = efconfig.load(spec.config_path)
+        except efconfig.ConfigError as exc:
+            reason = f"cannot load the submitted config on node {host}: {exc}"
+            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+            raise JobFailed(reason) from None
 
         gate = run_gate(cfg)
         if gate.report:
@@ -234,13 +245,18 @@ class NodeJob(Checkpointable):
             raise JobFailed(reason)
         self._check_gpu_driver(job_id)
 
-        signal.signal(signal.SIGTERM, self._on_sigterm)
+        previous_sigterm = signal.signal(signal.SIGTERM, self._on_sigterm)
         sidecar = self._start_sidecar()
         cmd = trainer_command(spec, cfg)
         _log("trainer: " + shlex.join(cmd))
         self._started = time.time()
         try:
-            self._proc = subprocess.Popen(cmd, cwd=spec.workdir, env=trainer_env(spec, job_id))
+            try:
+                self._proc = subprocess.Popen(cmd, cwd=spec.workdir, env=trainer_env(spec, job_id))
+            except OSError as exc:
+                reason = f"cannot start the trainer on node {host}: {cmd[0]}: {exc.strerror or exc}"
+                outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+                raise JobFailed(reason) from None
             code = self._wait()
         except UncompletedJobError:
             # submitit gave up requeueing after the trainer's checkpoint: the run stops here.
@@ -252,6 +268,7 @@ class NodeJob(Checkpointable):
             raise
         finally:
             self._stop_sidecar(sidecar)
+            signal.signal(signal.SIGTERM, previous_sigterm)
         return self._finish(code, job_id)
 
     def _wait(self) -> int | None:

@@ -31,7 +31,13 @@ def mark_run_end(run_dir: str | Path, experiment: str, job_id: str | None, statu
     paths = rundir.RunPaths(Path(run_dir))
     record = rundir.EventLog(paths.events, experiment, job_id).emit(
         "run_end", status=status, reason=reason, source="launcher", **extra)
-    run = rundir.read_json(paths.run) or {"experiment": experiment}
+    try:
+        run = rundir.read_json(paths.run) or {"experiment": experiment}
+    except ValueError:
+        return record  # an unreadable run.json is left for a human; the event says what happened
+    if run.get("status") and run.get("status") != "running":
+        # E.g. an earlier run's "completed" when this job could not even start: keep it visible.
+        run["previous_status"] = run["status"]
     run["status"] = status
     run["reason"] = reason
     run["end_time"] = time.time()

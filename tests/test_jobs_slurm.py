@@ -107,7 +107,15 @@ def wait_for(what: str, pred: Callable[[], bool], run: Path, limit_s: float = 30
 def release_when_requeued(job_id: str, run: Path) -> None:
     """Wait until SLURM holds the requeued job (BeginTime), then let it start now."""
     wait_for(f"job {job_id} requeued", lambda: (queue_state(job_id) or ("", ""))[0] == "PENDING", run)
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+
+    def started() -> bool:
+        state = queue_state(job_id)
+        if state and state[0] == "PENDING" and "BeginTime" in state[1]:
+            # Repeated: an update that lands before slurmctld sets the hold does not stick.
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
+        return state is None or state[0] != "PENDING"
+
+    wait_for(f"requeued job {job_id} to start", started, run)
 
 
 def left_queue(job_id: str) -> Callable[[], bool]:

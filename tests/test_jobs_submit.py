@@ -188,6 +188,23 @@ def test_node_refuses_to_start_the_trainer_when_its_preflight_fails(demo_data: P
     assert run["status"] == "failed" and "preflight" in run["reason"]
 
 
+def test_node_records_a_trainer_that_cannot_start(demo_data: Path, workdir: Path) -> None:
+    """A missing apptainer on the node ends the run visibly, and an earlier status is kept."""
+    (el,) = sweep.expand([str(DEMO)], None, data_overrides(demo_data, workdir / "out"))
+    cfg_path = el.run_dir / "jobs" / "submitted_config.yaml"
+    cfg_path.parent.mkdir(parents=True)
+    cfg_path.write_text(efconfig.dump(el.cfg))
+    rundir.atomic_write_json(el.run_dir / "run.json", {"experiment": "demo", "status": "completed"})
+    prof = profile.load("ci", ["container.apptainer=/nonexistent/apptainer", f"container.image={cfg_path}"])
+    spec = NodeSpec(str(cfg_path), str(el.run_dir), el.experiment, prof, str(REPO))
+    with pytest.raises(JobFailed, match="cannot start the trainer .*/nonexistent/apptainer"):
+        NodeJob(spec)()
+    end = list(rundir.read_events(el.run_dir / "events.jsonl"))[-1]
+    assert end["event"] == "run_end" and end["status"] == "failed" and end["source"] == "launcher"
+    run = json.loads((el.run_dir / "run.json").read_text())
+    assert run["status"] == "failed" and run["previous_status"] == "completed"
+
+
 def test_container_command_binds_uncovered_run_folders(demo_data: Path, tmp_path: Path) -> None:
     (el,) = sweep.expand([str(DEMO)], None, data_overrides(demo_data, tmp_path / "out"))
     prof = profile.load("ci", ["container.binds=[/nonexistent_scratch]", "container.nv=true"])

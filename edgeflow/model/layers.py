@@ -27,8 +27,12 @@ def resize_bilinear_legacy(x: tf.Tensor, size) -> tf.Tensor:
 
 
 def upsample2x(x: tf.Tensor) -> tf.Tensor:
-    """Double height and width of the current tensor (no skip connection decides the size)."""
-    return resize_bilinear_legacy(x, tf.shape(x)[1:3] * 2)
+    """Double height and width of the current tensor (no skip connection decides the size).
+
+    The result has the dtype of `x`: ResizeBilinear always outputs float32, so under float16 compute
+    it is cast back to keep the following convs in float16 (a no-op for float32).
+    """
+    return tf.cast(resize_bilinear_legacy(x, tf.shape(x)[1:3] * 2), x.dtype)
 
 
 def _module_name(path: str) -> str:
@@ -48,7 +52,12 @@ def glorot_uniform(shape: tuple[int, ...], seed: int, path: str) -> np.ndarray:
 
 
 class Conv2D(tf.Module):
-    """Conv with padding "same", no bias."""
+    """Conv with padding "same", no bias.
+
+    The kernel variable is always float32 (the optimizer, weight decay and checkpoints see float32);
+    the conv runs in the dtype of its input, so under mixed precision the kernel is cast to float16
+    for the op and its gradient arrives back in float32 through the cast.
+    """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, *, seed: int, name: str) -> None:
         super().__init__(name=_module_name(name))
@@ -58,7 +67,9 @@ class Conv2D(tf.Module):
         self.kernel = tf.Variable(glorot_uniform(shape, seed, f"{name}/kernel"), name=f"{name}/kernel")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.nn.conv2d(x, self.kernel, strides=self.stride, padding="SAME")
+        # tf.cast returns the variable's value unchanged when the dtypes already match (float32 path).
+        kernel = tf.cast(self.kernel, x.dtype)
+        return tf.nn.conv2d(x, kernel, strides=self.stride, padding="SAME")
 
 
 class BatchNorm(tf.Module):
@@ -67,6 +78,9 @@ class BatchNorm(tf.Module):
     In training mode the moving statistics are updated as moving = m*moving + (1-m)*batch, where the
     batch variance has Bessel's correction (n/(n-1)), as TF1's fused batch norm did; the normalisation
     itself uses the biased batch variance.
+
+    Under mixed precision `x` is float16 while gamma, beta and the statistics stay float32: the fused
+    kernel accepts that mix, computes the statistics in float32 and returns y in the dtype of x.
     """
 
     def __init__(self, channels: int, *, name: str) -> None:

@@ -2,6 +2,9 @@
 
 `arch` is an int32 tensor [9]; every choice block is a `tf.switch_case`, so only the selected branch
 runs forward and backward and one traced function serves all 3^9 archs.
+
+`compute_dtype` float16 gives mixed precision: activations and convs in float16, every variable (and
+the BN statistics) in float32, the three outputs returned in float32 so the loss is float32.
 """
 
 from __future__ import annotations
@@ -22,13 +25,26 @@ from edgeflow.model.layers import (
 from edgeflow.model.table import LAYERS
 from edgeflow.nas.arch import NUM_BLOCKS, validate_arch
 
+COMPUTE_DTYPES = (tf.float32, tf.float16)
+
+
+def compute_dtype_for(mixed_precision: bool) -> tf.DType:
+    """The model's compute dtype for `train.mixed_precision` (training and `edgeflow eval` agree)."""
+    return tf.float16 if mixed_precision else tf.float32
+
 
 class Supernet(tf.Module):
     """All weights of the supernet, built eagerly from the layer table with seeded Glorot init."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, compute_dtype: tf.DType = tf.float32) -> None:
         super().__init__(name="supernet")
         self.seed = int(seed)
+        compute_dtype = tf.as_dtype(compute_dtype)
+        if compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {[d.name for d in COMPUTE_DTYPES]}, "
+                             f"got {compute_dtype.name}")
+        # Only the activations follow it; variables are float32 whatever it is (same checkpoints).
+        self.compute_dtype = compute_dtype
         # One attribute per table row keeps checkpoint keys readable ("E0", "EB0", ...).
         self.layers: dict[str, tf.Module] = {}
         for layer in LAYERS:
@@ -49,12 +65,14 @@ class Supernet(tf.Module):
                  bn_momentum=BN_MOMENTUM) -> list[tf.Tensor]:
         """Forward pass of one arch: [out_1/4, out_1/2, out_1/1], each [B, h, w, 4]."""
         arch = tf.convert_to_tensor(arch, dtype=tf.int32)
-        h = tf.convert_to_tensor(x, dtype=tf.float32)
+        # The casts are no-ops for float32, so that path is the same graph as without a compute dtype.
+        h = tf.cast(tf.convert_to_tensor(x, dtype=tf.float32), self.compute_dtype)
         outputs: list[tf.Tensor] = []
         for layer in LAYERS:
             module = self.layers[layer.name]
             if layer.kind == "head":
-                outputs.append(module(h, arch[layer.block]))
+                # float32 outputs: the loss (means over many pixels, softplus, divisions) stays float32.
+                outputs.append(tf.cast(module(h, arch[layer.block]), tf.float32))
                 continue
             if layer.upsample:
                 h = upsample2x(h)

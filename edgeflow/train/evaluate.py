@@ -55,6 +55,8 @@ class Evaluator:
         return tf.constant(0)
 
     def _epe_batch(self, x: tf.Tensor, flow: tf.Tensor, arch: tf.Tensor) -> tf.Tensor:
+        # The model runs in its compute dtype (float16 under mixed precision) but returns float32
+        # outputs, so the EPE is computed in float32 and averaged over batches in float64 below.
         return tf.cast(loss_lib.epe(self.model(x, arch, training=False), flow), tf.float32)
 
     def recalibrate(self, arch: Sequence[int], batches: Iterable) -> int:

@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from edgeflow.model.supernet import Supernet
+    from edgeflow.model.supernet import Supernet, compute_dtype_for
     from edgeflow.train.evaluate import Evaluator, datasets
 
-    model = Supernet(seed=cfg.runtime.seed)
+    # The run's own compute dtype, so a mixed-precision run's eval events are reproduced exactly.
+    model = Supernet(seed=cfg.runtime.seed, compute_dtype=compute_dtype_for(cfg.train.mixed_precision))
     tf.train.Checkpoint(model=model).read(str(pointer.prefix)).expect_partial()
     recal, evals = datasets(cfg, splits.train, splits.val)
     result = Evaluator(model, cfg).evaluate(codes, recal, evals)

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from edgeflow import rundir
 from edgeflow.data.pipeline import steps_per_epoch, train_dataset
-from edgeflow.model.supernet import Supernet
+from edgeflow.model.supernet import Supernet, compute_dtype_for
 from edgeflow.nas.sampler import FairSampler
 from edgeflow.train import early_stop, report
 from edgeflow.train.checkpoint import CheckpointStore
@@ -62,13 +62,15 @@ class Trainer:
 
     def _build(self) -> None:
         cfg = self.cfg
-        if cfg.train.mixed_precision:
-            # Layers that follow the Keras policy compute in float16; variables stay float32.
-            tf.keras.mixed_precision.set_global_policy("mixed_float16")
-        self.model = Supernet(seed=cfg.runtime.seed)
+        # float16 activations and convs with float32 variables; the step then adds dynamic loss scaling.
+        self.model = Supernet(seed=cfg.runtime.seed, compute_dtype=compute_dtype_for(cfg.train.mixed_precision))
         self.step_fn = TrainStep(self.model, cfg)
         self.evaluator = Evaluator(self.model, cfg)
-        self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.step_fn.optimizer)
+        objects: dict[str, tf.Module] = {"model": self.model, "optimizer": self.step_fn.optimizer}
+        if self.step_fn.loss_scale is not None:
+            # Saved so a resume continues with the same scale; absent in float32 (checkpoints unchanged).
+            objects["loss_scale"] = self.step_fn.loss_scale
+        self.checkpoint = tf.train.Checkpoint(**objects)
         self.sampler = FairSampler(cfg.runtime.seed)
         self.spe = steps_per_epoch(len(self.plan.splits.train), cfg.train.batch_size)
         self.horizon = total_steps(cfg.train.num_epochs, self.spe)
@@ -78,7 +80,7 @@ class Trainer:
         plan, cfg = self.plan, self.cfg
         extra: dict[str, Any] = {}
         if plan.resume is not None:
-            self.checkpoint.read(str(plan.resume.prefix)).assert_existing_objects_matched()
+            self._read_checkpoint(str(plan.resume.prefix))
             state = TrainState.from_dict(plan.resume.state)
             self.sampler.load_state_dict(state.sampler)
             ended = (plan.previous_run or {}).get("status")
@@ -105,6 +107,21 @@ class Trainer:
             extra["warm_start_from"] = plan.warm_start_from
             return state, str(plan.warm_start.prefix), extra
         return state, "", extra
+
+    def _read_checkpoint(self, prefix: str) -> None:
+        loss_scale = self.step_fn.loss_scale
+        if loss_scale is None:
+            self.checkpoint.read(prefix).assert_existing_objects_matched()
+            return
+        # Weights and optimizer must all be there; the loss scale may be missing from a checkpoint
+        # written in float32 (a run switched to mixed precision), which then starts at the initial scale.
+        tf.train.Checkpoint(model=self.model, optimizer=self.step_fn.optimizer).read(
+            prefix).assert_existing_objects_matched().expect_partial()
+        try:
+            tf.train.Checkpoint(loss_scale=loss_scale).read(prefix).assert_existing_objects_matched().expect_partial()
+        except AssertionError:
+            print(f"checkpoint {prefix} has no loss scale (trained in float32); starting at "
+                  f"{float(loss_scale.scale.numpy()):g}", flush=True)
 
     # ---------------------------------------------------------------- main loop
     def _run(self) -> int:
@@ -149,12 +166,18 @@ class Trainer:
             seconds, mark = time.perf_counter() - mark, time.perf_counter()
             batch = int(x.shape[0])
             state.epoch_stats.add_step(loss=result.loss, grad_norm=result.grad_norm, clipped=result.clipped,
-                                       finite=result.finite, samples=batch, seconds=seconds)
+                                       finite=result.finite, samples=batch, seconds=seconds,
+                                       overflow=result.overflow)
             state.record_step(archs, np.concatenate([x[:, 0, 0, :].numpy(), flow[:, 0, 0, :].numpy()], axis=1))
             state.step += 1
             state.batch_in_epoch += 1
             state.sampler = self.sampler.state_dict()
-            if result.finite:
+            if result.overflow:
+                # A float16 loss-scale overflow: skipped and the scale halved, but not a divergence sign,
+                # so it neither counts towards nor resets the run of non-finite steps.
+                print(f"step {state.step}: float16 gradient overflow, update skipped; loss scale now "
+                      f"{result.loss_scale:g}", flush=True)
+            elif result.finite:
                 state.consecutive_nonfinite = 0
             else:
                 state.consecutive_nonfinite += 1
@@ -187,6 +210,8 @@ class Trainer:
         epoch_fields = dict(summary, epoch=epoch, step=state.step, fairness_gap=self.sampler.fairness_gap(),
                             lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon,
                                              cfg.train.lr_schedule))
+        if self.step_fn.loss_scale is not None:
+            epoch_fields["loss_scale"] = float(self.step_fn.loss_scale.scale.numpy())
         self.events.emit("epoch", **_ordered(epoch_fields, report.EPOCH_EVENT_FIELDS))
         eval_fields = None
         stop = False

@@ -22,13 +22,18 @@ class EpochStats:
     grad_norms: list[float] = field(default_factory=list)
     clip_count: int = 0
     nonfinite_steps: int = 0
+    overflow_steps: int = 0  # mixed precision: skipped for a loss-scale overflow, not non-finite
     samples: int = 0
     seconds: float = 0.0  # training time of this epoch, summed across resumes
 
     def add_step(self, *, loss: float, grad_norm: float, clipped: bool, finite: bool, samples: int,
-                 seconds: float) -> None:
+                 seconds: float, overflow: bool = False) -> None:
         self.samples += int(samples)
         self.seconds += float(seconds)
+        if overflow:
+            # No update happened and its grad norm is Inf: count it, keep it out of the means.
+            self.overflow_steps += 1
+            return
         if not finite:
             self.nonfinite_steps += 1
             return
@@ -53,13 +58,15 @@ class EpochStats:
             "clip_count": self.clip_count,
             "clip_rate": self.clip_count / steps if steps else 0.0,
             "nonfinite_steps": self.nonfinite_steps,
+            "overflow_steps": self.overflow_steps,
             "epoch_seconds": self.seconds,
             "samples_per_second": self.samples / self.seconds if self.seconds > 0 else 0.0,
         }
 
     def to_dict(self) -> dict[str, Any]:
         return {"losses": self.losses, "grad_norms": self.grad_norms, "clip_count": self.clip_count,
-                "nonfinite_steps": self.nonfinite_steps, "samples": self.samples, "seconds": self.seconds}
+                "nonfinite_steps": self.nonfinite_steps, "overflow_steps": self.overflow_steps,
+                "samples": self.samples, "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> EpochStats:
@@ -67,6 +74,8 @@ class EpochStats:
             return cls()
         return cls(losses=[float(v) for v in d["losses"]], grad_norms=[float(v) for v in d["grad_norms"]],
                    clip_count=int(d["clip_count"]), nonfinite_steps=int(d["nonfinite_steps"]),
+                   # States written before mixed precision existed have no overflow count.
+                   overflow_steps=int(d.get("overflow_steps", 0)),
                    samples=int(d["samples"]), seconds=float(d["seconds"]))
 
 
@@ -93,6 +102,8 @@ def epoch_line(epoch: int, num_epochs: int, epoch_fields: dict[str, Any],
         parts.append("EPE not evaluated")
     if epoch_fields.get("nonfinite_steps"):
         parts.append(f"non-finite steps {epoch_fields['nonfinite_steps']}")
+    if epoch_fields.get("overflow_steps"):
+        parts.append(f"fp16 overflow skips {epoch_fields['overflow_steps']}")
     parts.append(f"{_fmt(epoch_fields['samples_per_second'], '.1f')} samples/s")
     return " | ".join(parts)
 
