@@ -105,14 +105,17 @@ def wait_for(what: str, pred: Callable[[], bool], run: Path, limit_s: float = 30
 
 
 def release_when_requeued(job_id: str, run: Path) -> None:
-    """Wait until SLURM holds the requeued job (BeginTime), then let it start now."""
-    wait_for(f"job {job_id} requeued", lambda: (queue_state(job_id) or ("", ""))[0] == "PENDING", run)
+    """Wait until SLURM holds the requeued job (PENDING, reason BeginTime), then let it start now."""
+    def held() -> bool:
+        state = queue_state(job_id)
+        return bool(state) and state[0] == "PENDING" and "BeginTime" in state[1]
+
+    wait_for(f"job {job_id} requeued", held, run)
 
     def started() -> bool:
-        state = queue_state(job_id)
-        if state and state[0] == "PENDING" and "BeginTime" in state[1]:
-            # Repeated: an update that lands before slurmctld sets the hold does not stick.
+        if held():
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
+        state = queue_state(job_id)
         return state is None or state[0] != "PENDING"
 
     wait_for(f"requeued job {job_id} to start", started, run)
