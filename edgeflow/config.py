@@ -150,7 +150,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def build_section(cls: type, raw: Any, prefix: str) -> Any:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -170,7 +170,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         key = f"{prefix}.{f.name}" if prefix else f.name
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, raw[f.name], key)
+            kwargs[f.name] = build_section(tp, raw[f.name], key)
         else:
             kwargs[f.name] = _coerce(raw[f.name], tp, key)
     return cls(**kwargs)
@@ -192,7 +192,7 @@ def _similar(a: str, b: str) -> bool:
     return prev[-1] <= 2
 
 
-def _require(ok: bool, key: str, message: str) -> None:
+def require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {message}")
 
@@ -200,71 +200,71 @@ def _require(ok: bool, key: str, message: str) -> None:
 def validate(cfg: Config) -> Config:
     """Reject impossible values; returns cfg so it can be chained."""
     r, d, t, e, c = cfg.runtime, cfg.data, cfg.train, cfg.eval, cfg.checkpoint
-    _require(bool(r.experiment_name) and "/" not in r.experiment_name, "runtime.experiment_name",
+    require(bool(r.experiment_name) and "/" not in r.experiment_name, "runtime.experiment_name",
              f"must be a non-empty name without '/', got {r.experiment_name!r}")
-    _require(bool(r.output_root), "runtime.output_root", "must not be empty")
-    _require(r.seed >= 0, "runtime.seed", f"must be >= 0, got {r.seed}")
-    _require(r.heartbeat_seconds > 0, "runtime.heartbeat_seconds", f"must be > 0, got {r.heartbeat_seconds}")
+    require(bool(r.output_root), "runtime.output_root", "must not be empty")
+    require(r.seed >= 0, "runtime.seed", f"must be >= 0, got {r.seed}")
+    require(r.heartbeat_seconds > 0, "runtime.heartbeat_seconds", f"must be > 0, got {r.heartbeat_seconds}")
 
-    _require(bool(d.train_dir), "data.train_dir", "must name a folder")
-    _require(bool(d.val_dir) or d.holdout_samples > 0, "data.val_dir",
+    require(bool(d.train_dir), "data.train_dir", "must name a folder")
+    require(bool(d.val_dir) or d.holdout_samples > 0, "data.val_dir",
              "is empty and data.holdout_samples is 0: there would be no evaluation split")
-    _require(not (d.val_dir and d.holdout_samples > 0), "data.holdout_samples",
+    require(not (d.val_dir and d.holdout_samples > 0), "data.holdout_samples",
              "must be 0 when data.val_dir is set (choose one evaluation split)")
-    _require(d.holdout_samples >= 0, "data.holdout_samples", f"must be >= 0, got {d.holdout_samples}")
+    require(d.holdout_samples >= 0, "data.holdout_samples", f"must be >= 0, got {d.holdout_samples}")
     if d.val_dir:
-        _require(not is_test_split_name(d.val_dir), "data.val_dir",
+        require(not is_test_split_name(d.val_dir), "data.val_dir",
                  f"{d.val_dir!r} is named like a test split; a test set is never used for selection")
-    _require(d.input_height >= 16 and d.input_width >= 16, "data.input_height",
+    require(d.input_height >= 16 and d.input_width >= 16, "data.input_height",
              f"input must be at least 16x16, got {d.input_height}x{d.input_width}")
-    _require(d.input_height % 2 == 0 and d.input_width % 2 == 0, "data.input_height",
+    require(d.input_height % 2 == 0 and d.input_width % 2 == 0, "data.input_height",
              f"input size must be even, got {d.input_height}x{d.input_width}")
-    _require(d.flow_clip > 0, "data.flow_clip", f"must be > 0, got {d.flow_clip}")
-    _require(d.num_parallel_calls >= 0, "data.num_parallel_calls", "must be >= 0 (0 = autotune)")
-    _require(d.prefetch_batches >= 0, "data.prefetch_batches", "must be >= 0 (0 = autotune)")
+    require(d.flow_clip > 0, "data.flow_clip", f"must be > 0, got {d.flow_clip}")
+    require(d.num_parallel_calls >= 0, "data.num_parallel_calls", "must be >= 0 (0 = autotune)")
+    require(d.prefetch_batches >= 0, "data.prefetch_batches", "must be >= 0 (0 = autotune)")
 
-    _require(t.num_epochs >= 1, "train.num_epochs", f"must be >= 1, got {t.num_epochs}")
-    _require(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
-    _require(t.micro_batch_size >= 0, "train.micro_batch_size", f"must be >= 0, got {t.micro_batch_size}")
-    _require(t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0, "train.micro_batch_size",
+    require(t.num_epochs >= 1, "train.num_epochs", f"must be >= 1, got {t.num_epochs}")
+    require(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    require(t.micro_batch_size >= 0, "train.micro_batch_size", f"must be >= 0, got {t.micro_batch_size}")
+    require(t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0, "train.micro_batch_size",
              f"{t.micro_batch_size} does not divide train.batch_size {t.batch_size}")
-    _require(t.archs_per_step == 3, "train.archs_per_step",
+    require(t.archs_per_step == 3, "train.archs_per_step",
              f"strict fairness over 3 options needs exactly 3 archs per step, got {t.archs_per_step}")
-    _require(t.lr > 0 and math.isfinite(t.lr), "train.lr", f"must be a positive number, got {t.lr}")
-    _require(t.lr_schedule in ("cosine", "constant"), "train.lr_schedule",
+    require(t.lr > 0 and math.isfinite(t.lr), "train.lr", f"must be a positive number, got {t.lr}")
+    require(t.lr_schedule in ("cosine", "constant"), "train.lr_schedule",
              f"must be 'cosine' or 'constant', got {t.lr_schedule!r}")
-    _require(0 <= t.adam_beta1 < 1, "train.adam_beta1", f"must be in [0, 1), got {t.adam_beta1}")
-    _require(0 <= t.adam_beta2 < 1, "train.adam_beta2", f"must be in [0, 1), got {t.adam_beta2}")
-    _require(t.adam_epsilon > 0, "train.adam_epsilon", f"must be > 0, got {t.adam_epsilon}")
-    _require(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
-    _require(t.grad_clip_global_norm > 0, "train.grad_clip_global_norm",
+    require(0 <= t.adam_beta1 < 1, "train.adam_beta1", f"must be in [0, 1), got {t.adam_beta1}")
+    require(0 <= t.adam_beta2 < 1, "train.adam_beta2", f"must be in [0, 1), got {t.adam_beta2}")
+    require(t.adam_epsilon > 0, "train.adam_epsilon", f"must be > 0, got {t.adam_epsilon}")
+    require(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
+    require(t.grad_clip_global_norm > 0, "train.grad_clip_global_norm",
              f"must be > 0, got {t.grad_clip_global_norm}")
-    _require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", f"must be >= 1, got {t.max_nonfinite_steps}")
+    require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", f"must be >= 1, got {t.max_nonfinite_steps}")
 
-    _require(e.every_epochs >= 1, "eval.every_epochs", f"must be >= 1, got {e.every_epochs}")
-    _require(e.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {e.batch_size}")
-    _require(e.bn_recal_batches >= 1, "eval.bn_recal_batches",
+    require(e.every_epochs >= 1, "eval.every_epochs", f"must be >= 1, got {e.every_epochs}")
+    require(e.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {e.batch_size}")
+    require(e.bn_recal_batches >= 1, "eval.bn_recal_batches",
              f"must be >= 1 (BN recalibration is not optional), got {e.bn_recal_batches}")
-    _require(e.eval_batches_per_arch >= 1, "eval.eval_batches_per_arch",
+    require(e.eval_batches_per_arch >= 1, "eval.eval_batches_per_arch",
              f"must be >= 1, got {e.eval_batches_per_arch}")
-    _require(len(e.pool) >= 1, "eval.pool", "must list at least one arch code")
+    require(len(e.pool) >= 1, "eval.pool", "must list at least one arch code")
     for i, code in enumerate(e.pool):
-        _require(len(code) == 9 and set(code) <= set("012"), f"eval.pool[{i}]",
+        require(len(code) == 9 and set(code) <= set("012"), f"eval.pool[{i}]",
                  f"arch code must be 9 digits in 0-2, got {code!r}")
-    _require(len(set(e.pool)) == len(e.pool), "eval.pool", "lists an arch code twice")
-    _require(e.early_stop_patience >= 1, "eval.early_stop_patience", f"must be >= 1, got {e.early_stop_patience}")
-    _require(e.min_delta >= 0, "eval.min_delta", f"must be >= 0, got {e.min_delta}")
-    _require(e.min_epochs_before_early_stop >= 0, "eval.min_epochs_before_early_stop", "must be >= 0")
+    require(len(set(e.pool)) == len(e.pool), "eval.pool", "lists an arch code twice")
+    require(e.early_stop_patience >= 1, "eval.early_stop_patience", f"must be >= 1, got {e.early_stop_patience}")
+    require(e.min_delta >= 0, "eval.min_delta", f"must be >= 0, got {e.min_delta}")
+    require(e.min_epochs_before_early_stop >= 0, "eval.min_epochs_before_early_stop", "must be >= 0")
 
-    _require(c.resume_checkpoint in ("latest", "best"), "checkpoint.resume_checkpoint",
+    require(c.resume_checkpoint in ("latest", "best"), "checkpoint.resume_checkpoint",
              f"must be 'latest' or 'best', got {c.resume_checkpoint!r}")
-    _require(c.resume_experiment_name != r.experiment_name, "checkpoint.resume_experiment_name",
+    require(c.resume_experiment_name != r.experiment_name, "checkpoint.resume_experiment_name",
              "names this experiment itself; leave it empty to resume in place")
     return cfg
 
 
 def from_dict(raw: Any) -> Config:
-    return validate(_build(Config, raw, ""))
+    return validate(build_section(Config, raw, ""))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -293,21 +293,27 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load, override and validate a config file. Raises ConfigError naming the file and key."""
-    path = Path(path)
+def read_mapping(path: Path, what: str = "config", error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping (empty file: {}); errors name `what` and the path."""
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"config {path}: cannot read: {exc.strerror}") from None
+        raise error(f"{what} {path}: cannot read: {exc.strerror}") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path}: not valid YAML: {exc}") from None
+        raise error(f"{what} {path}: not valid YAML: {exc}") from None
     if raw is None:
-        raw = {}
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config {path}: top level must be a mapping")
+        raise error(f"{what} {path}: top level must be a mapping")
+    return raw
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load, override and validate a config file. Raises ConfigError naming the file and key."""
+    path = Path(path)
+    raw = read_mapping(path)
     try:
         return from_dict(apply_overrides(raw, overrides or []))
     except ConfigError as exc:

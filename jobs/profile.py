@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from edgeflow.config import ConfigError, _build, _require, apply_overrides
+from edgeflow.config import ConfigError, apply_overrides, build_section, read_mapping, require
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE_DIR_ENV = "EDGEFLOW_CLUSTERS_DIR"
@@ -125,44 +125,44 @@ def _take_mappings(raw: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]
 def validate(p: ClusterProfile) -> ClusterProfile:
     """Reject impossible values; returns the profile so it can be chained."""
     s, c, i, m = p.slurm, p.container, p.image, p.monitor
-    _require(bool(p.name) and bool(_NAME_RE.match(p.name)), "name",
+    require(bool(p.name) and bool(_NAME_RE.match(p.name)), "name",
              f"must be a non-empty name of letters, digits, '_', '-', '.', got {p.name!r}")
-    _require(p.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}, got {p.executor!r}")
-    _require(s.nodes == 1, "slurm.nodes", f"the trainer runs on one node, got {s.nodes}")
-    _require(s.gpus_per_node >= 0, "slurm.gpus_per_node", f"must be >= 0, got {s.gpus_per_node}")
-    _require(s.cpus_per_task >= 1, "slurm.cpus_per_task", f"must be >= 1, got {s.cpus_per_task}")
-    _require(s.mem_gb >= 0, "slurm.mem_gb", f"must be >= 0 (0 = partition default), got {s.mem_gb}")
-    _require(s.time_min >= 1, "slurm.time_min", f"must be >= 1, got {s.time_min}")
-    _require(s.signal_delay_s >= 0, "slurm.signal_delay_s", f"must be >= 0, got {s.signal_delay_s}")
-    _require(s.signal_delay_s < s.time_min * 60, "slurm.signal_delay_s",
+    require(p.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}, got {p.executor!r}")
+    require(s.nodes == 1, "slurm.nodes", f"the trainer runs on one node, got {s.nodes}")
+    require(s.gpus_per_node >= 0, "slurm.gpus_per_node", f"must be >= 0, got {s.gpus_per_node}")
+    require(s.cpus_per_task >= 1, "slurm.cpus_per_task", f"must be >= 1, got {s.cpus_per_task}")
+    require(s.mem_gb >= 0, "slurm.mem_gb", f"must be >= 0 (0 = partition default), got {s.mem_gb}")
+    require(s.time_min >= 1, "slurm.time_min", f"must be >= 1, got {s.time_min}")
+    require(s.signal_delay_s >= 0, "slurm.signal_delay_s", f"must be >= 0, got {s.signal_delay_s}")
+    require(s.signal_delay_s < s.time_min * 60, "slurm.signal_delay_s",
              f"{s.signal_delay_s} s is not shorter than slurm.time_min ({s.time_min} min): "
              "the job would be signalled before it starts")
-    _require(s.max_requeues >= 0, "slurm.max_requeues", f"must be >= 0, got {s.max_requeues}")
+    require(s.max_requeues >= 0, "slurm.max_requeues", f"must be >= 0, got {s.max_requeues}")
     for k, line in enumerate(s.setup):
-        _require("\n" not in line, f"slurm.setup[{k}]", "one shell line per item, no newlines")
+        require("\n" not in line, f"slurm.setup[{k}]", "one shell line per item, no newlines")
     for key in s.additional:
-        _require(bool(re.match(r"^[a-z][a-z0-9_-]*$", key)), f"slurm.additional.{key}",
+        require(bool(re.match(r"^[a-z][a-z0-9_-]*$", key)), f"slurm.additional.{key}",
                  "must be an sbatch long option name without dashes, e.g. mail_type")
     if p.executor == "local":
-        _require(not c.enabled, "container.enabled",
+        require(not c.enabled, "container.enabled",
                  "the local executor runs the trainer directly; set executor: slurm to use a container")
     if c.enabled:
-        _require(bool(c.apptainer), "container.apptainer", "must name the apptainer executable")
-        _require(bool(c.image), "container.image", "must be the path of the .sif image when container.enabled")
-        _require(bool(c.python), "container.python", "must name the interpreter inside the image")
+        require(bool(c.apptainer), "container.apptainer", "must name the apptainer executable")
+        require(bool(c.image), "container.image", "must be the path of the .sif image when container.enabled")
+        require(bool(c.python), "container.python", "must name the interpreter inside the image")
     for k, bind in enumerate(c.binds):
-        _require(bool(bind) and not bind.startswith(":"), f"container.binds[{k}]",
+        require(bool(bind) and not bind.startswith(":"), f"container.binds[{k}]",
                  f"expected SRC[:DST[:OPTS]], got {bind!r}")
-    _require(bool(i.base), "image.base", "must name the base image")
-    _require(not i.min_driver or bool(_DRIVER_RE.match(i.min_driver)), "image.min_driver",
+    require(bool(i.base), "image.base", "must name the base image")
+    require(not i.min_driver or bool(_DRIVER_RE.match(i.min_driver)), "image.min_driver",
              f"expected a driver version like '535.54.03' or empty, got {i.min_driver!r}")
-    _require(m.mode in MONITOR_MODES, "monitor.mode",
+    require(m.mode in MONITOR_MODES, "monitor.mode",
              f"must be one of {', '.join(MONITOR_MODES)}, got {m.mode!r}")
     if m.sidecar and m.mode == "textfile":
-        _require(bool(m.textfile_dir), "monitor.textfile_dir",
+        require(bool(m.textfile_dir), "monitor.textfile_dir",
                  "must name the node_exporter textfile folder when monitor.sidecar is on")
     if m.sidecar and m.mode == "pushgateway":
-        _require(m.pushgateway_url.startswith(("http://", "https://")), "monitor.pushgateway_url",
+        require(m.pushgateway_url.startswith(("http://", "https://")), "monitor.pushgateway_url",
                  f"must be an http(s) URL when monitor.sidecar is on, got {m.pushgateway_url!r}")
     return p
 
@@ -175,7 +175,7 @@ def from_dict(raw: Any, *, source: str = "") -> ClusterProfile:
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     mappings = _take_mappings(raw)
     try:
-        profile = _build(ClusterProfile, raw, "")
+        profile = build_section(ClusterProfile, raw, "")
     except ProfileError:
         raise
     except ConfigError as exc:
@@ -225,18 +225,7 @@ def resolve_path(name_or_path: str | Path) -> Path:
 def load(name_or_path: str | Path, overrides: list[str] | None = None) -> ClusterProfile:
     """Load, override (``slurm.time_min=5``) and validate a profile; ProfileError names file and key."""
     path = resolve_path(name_or_path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ProfileError(f"cluster profile {path}: cannot read: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"cluster profile {path}: not valid YAML: {exc}") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ProfileError(f"cluster profile {path}: top level must be a mapping")
+    raw = read_mapping(path, "cluster profile", ProfileError)
     try:
         apply_overrides(raw, overrides or [])
         return from_dict(raw, source=str(path))
