@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Start a single-node SLURM (Debian's slurm-wlm + munge) as root: no systemd, no cgroups.
-# Uses /work/shared/reference/slurm-single-node.conf (or $SLURM_REFERENCE_CONF), with CPUs and
+# Uses shared/reference/slurm-single-node.conf beside the checkout (or $SLURM_REFERENCE_CONF), with CPUs and
 # RealMemory lowered to what this machine has. Idempotent: running daemons are left alone, and the
 # script returns once `sinfo` shows the node idle (or mixed/allocated: it is up and running jobs).
 set -euo pipefail
 
-REF="${SLURM_REFERENCE_CONF:-/work/shared/reference/slurm-single-node.conf}"
+# CI lays shared/ beside the checkout; a session has it at /work/shared.
+here=$(cd "$(dirname "$0")/.." && pwd)
+REF="${SLURM_REFERENCE_CONF:-}"
+if [ -z "$REF" ]; then
+  for cand in "$here/../shared/reference/slurm-single-node.conf" /work/shared/reference/slurm-single-node.conf; do
+    [ -f "$cand" ] && { REF=$cand; break; }
+  done
+fi
+REF=${REF:-$here/../shared/reference/slurm-single-node.conf}
 CONF=/etc/slurm/slurm.conf
 WAIT_S="${SLURM_UP_WAIT_S:-60}"
 
