@@ -25,9 +25,12 @@ echo "== 2/5 preflight"
 $PY -m edgeflow preflight --config "$CONFIG" "${SETS[@]}"
 
 echo "== 3/5 monitor sidecar on http://127.0.0.1:$PORT/metrics"
+mkdir -p "$OUT_ROOT"
 $PY -m monitor --run "$RUN_DIR" --http "127.0.0.1:$PORT" > "$OUT_ROOT/$NAME.monitor.log" 2>&1 &
 MON=$!
 trap 'kill $MON 2>/dev/null || true' EXIT
+sleep 1
+kill -0 $MON 2>/dev/null || { echo "the monitor did not start:"; cat "$OUT_ROOT/$NAME.monitor.log"; exit 1; }
 
 echo "== 4/5 training through the launcher (cluster profile: local)"
 $PY -m jobs submit --config "$CONFIG" --cluster local --wait "${SETS[@]}"
