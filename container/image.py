@@ -92,7 +92,7 @@ def plan_build(profile: ClusterProfile, *, build_date: str | None = None) -> Bui
     build_args = {
         "base": profile.image.base,
         "edgeflow_version": edgeflow.__version__,
-        "build_date": build_date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "build_date": build_date or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if profile.image.min_driver:
         build_args["min_driver"] = profile.image.min_driver
