@@ -77,6 +77,9 @@ def trainer_command(spec: NodeSpec, cfg: Config) -> list[str]:
         cmd.append("--nv")
     for bind in container_binds(spec, cfg):
         cmd += ["--bind", bind]
+    # The working directory (often a checkout) is bound into the image; without this, its edgeflow/
+    # would shadow the image's pinned one (Python >= 3.11 then leaves the cwd off sys.path).
+    cmd += ["--env", "PYTHONSAFEPATH=1"]
     return [*cmd, c.image, c.python, *train]
 
 

@@ -67,7 +67,7 @@ def test_dry_run_prints_the_batch_script_and_queues_nothing(demo_data: Path, tmp
                  "-u -m submitit.core._submit " + str(run / "jobs")):
         assert line in text, line
     assert "--array" not in text
-    trainer = f"apptainer exec --bind /tmp /tmp/edgeflow-ci.sif python -m edgeflow train --config " \
+    trainer = f"apptainer exec --bind /tmp --env PYTHONSAFEPATH=1 /tmp/edgeflow-ci.sif python -m edgeflow train --config " \
               f"{run}/jobs/submitted_config.yaml"
     assert trainer in text
     assert not out_root.exists(), "a dry run must not write anything"
@@ -211,6 +211,8 @@ def test_container_command_binds_uncovered_run_folders(demo_data: Path, tmp_path
     spec = NodeSpec("/x/cfg.yaml", str(el.run_dir), el.experiment, prof, str(REPO))
     cmd = trainer_command(spec, el.cfg)
     assert cmd[:3] == ["apptainer", "exec", "--nv"]
+    # The image's own edgeflow runs, not a checkout in the bound working directory.
+    assert cmd[cmd.index("--env") + 1] == "PYTHONSAFEPATH=1" and cmd.index("--env") < cmd.index(prof.container.image)
     binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"]
     assert binds[0] == "/nonexistent_scratch"
     assert str(tmp_path / "out") in binds and str(demo_data / "train") in binds
