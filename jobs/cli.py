@@ -99,23 +99,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from jobs import status
 
-    try:
-        run = status.find_run_dir(args.target)
-    except status.StatusError as exc:
-        _err(str(exc))
-        return rundir.EXIT_BAD_INPUT
-    print(status.format_status(status.describe(run)))
+    print(status.format_status(status.describe(status.find_run_dir(args.target))))
     return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from jobs import status
 
-    try:
-        run = status.find_run_dir(args.target)
-    except status.StatusError as exc:
-        _err(str(exc))
-        return rundir.EXIT_BAD_INPUT
+    run = status.find_run_dir(args.target)
     done = status.cancel(Path(run))
     if not done:
         print(f"{run}: no job of this run is queued or running")
@@ -131,4 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel}[args.command]
-    return handler(args)
+    from jobs.status import StatusError
+
+    try:
+        return handler(args)
+    except StatusError as exc:  # an unknown run or job id: the user's input, not a crash
+        _err(str(exc))
+        return rundir.EXIT_BAD_INPUT
