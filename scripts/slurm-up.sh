@@ -1,19 +1,12 @@
 #!/usr/bin/env bash
 # Start a single-node SLURM (Debian's slurm-wlm + munge) as root: no systemd, no cgroups.
-# Uses shared/reference/slurm-single-node.conf beside the checkout (or $SLURM_REFERENCE_CONF), with CPUs and
-# RealMemory lowered to what this machine has. Idempotent: running daemons are left alone, and the
-# script returns once `sinfo` shows the node idle (or mixed/allocated: it is up and running jobs).
+# Installs scripts/slurm/slurm.conf (or $SLURM_CONF_TEMPLATE) with CPUs and RealMemory lowered to what this
+# machine has. Idempotent: running daemons are left alone, and the script returns once `sinfo` shows the
+# node idle (or mixed/allocated: it is up and running jobs).
 set -euo pipefail
 
-# CI lays shared/ beside the checkout; a session has it at /work/shared.
 here=$(cd "$(dirname "$0")/.." && pwd)
-REF="${SLURM_REFERENCE_CONF:-}"
-if [ -z "$REF" ]; then
-  for cand in "$here/../shared/reference/slurm-single-node.conf" /work/shared/reference/slurm-single-node.conf; do
-    [ -f "$cand" ] && { REF=$cand; break; }
-  done
-fi
-REF=${REF:-$here/../shared/reference/slurm-single-node.conf}
+REF="${SLURM_CONF_TEMPLATE:-$here/scripts/slurm/slurm.conf}"
 CONF=/etc/slurm/slurm.conf
 WAIT_S="${SLURM_UP_WAIT_S:-60}"
 
@@ -24,7 +17,7 @@ fi
 for cmd in munged slurmctld slurmd sinfo; do
   command -v "$cmd" >/dev/null || { echo "slurm-up: $cmd not found; apt-get install slurm-wlm munge" >&2; exit 1; }
 done
-[ -f "$REF" ] || { echo "slurm-up: reference config $REF not found" >&2; exit 1; }
+[ -f "$REF" ] || { echo "slurm-up: config template $REF not found" >&2; exit 1; }
 
 running() { pgrep -x "$1" >/dev/null 2>&1; }
 

@@ -1,7 +1,4 @@
-"""Helpers shared by the monitor tests: write real run directories, run the real sidecar, scrape it.
-
-(No tests here; the file name only puts it in the monitor engineer's test namespace.)
-"""
+"""Helpers shared by the monitor tests: write real run directories, run the real sidecar, scrape it."""
 
 from __future__ import annotations
 
@@ -18,9 +15,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgeflow.rundir import EventLog, RunPaths, atomic_write_json
+from edgeflow.rundir import RunPaths, atomic_write_json
+from tests.helpers import REPO
+from tests.helpers import SparseEventLog as EventLog
 
-REPO = Path(__file__).resolve().parents[1]
 ARCHS = ["000000000", "111111111", "222222222", "000021222"]
 
 

@@ -1,4 +1,4 @@
-"""run.json and the run signature (DESIGN §2, SPEC §6).
+"""The run signature and code version that run.json records (docs/design.md).
 
 Light module. The signature names what makes two runs' checkpoints interchangeable (model, input size,
 arch semantics, loss); it is checked against an existing run before anything is written.
@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import edgeflow
 from edgeflow.config import Config
 from edgeflow.nas.arch import BLOCK_NAMES, NUM_OPTIONS
-from edgeflow.rundir import atomic_write_json, hostname, read_json
 
 MODEL_ID = "edgeflownas-supernet-v1"
 LOSS_ID = "edgeflownas-v1 multiscale uncertainty 0.125/0.25/0.5, coupled L2 on conv kernels"
@@ -63,35 +61,3 @@ def code_version() -> str:
         return f"{edgeflow.__version__}+{out.stdout.strip()}"
     except (OSError, subprocess.SubprocessError):
         return edgeflow.__version__
-
-
-def start_run_json(path: Path, previous: dict[str, Any] | None, cfg: Config, *, job_id: str | None,
-                   train_samples: int, val_samples: int, val_source: str, holdout_seed: int | None) -> dict:
-    """Write run.json for a (re)start; job ids accumulate across requeues."""
-    job_ids = list((previous or {}).get("job_ids") or [])
-    if job_id and job_id not in job_ids:
-        job_ids.append(job_id)
-    run = {
-        "experiment": cfg.runtime.experiment_name,
-        "status": "running",
-        "job_ids": job_ids,
-        "host": hostname(),
-        "image": os.environ.get("EDGEFLOW_IMAGE", ""),
-        "code_version": code_version(),
-        "train_samples": train_samples,
-        "val_samples": val_samples,
-        "val_source": val_source,
-        "holdout_seed": holdout_seed,
-        "signature": signature(cfg),
-        "created": (previous or {}).get("created", time.time()),
-        "updated": time.time(),
-    }
-    atomic_write_json(path, run)
-    return run
-
-
-def update_run_json(path: Path, **fields: Any) -> dict[str, Any]:
-    run = read_json(path) or {}
-    run.update(fields, updated=time.time())
-    atomic_write_json(path, run)
-    return run

@@ -1,0 +1,101 @@
+"""`python -m edgeflow eval --run DIR [--archs CODE ...] [--checkpoint best|latest] [--bn-mode MODE]`: EPE table.
+
+Uses the run's saved config.yaml (its data, input size and eval settings), the same BN recalibration
+and eval batches as training, and never writes into the run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgeflow import rundir
+from edgeflow.commands.options import add_run_overrides
+from edgeflow.config import BN_MODES, ConfigError
+from edgeflow.data.scan import DataError
+from edgeflow.nas.arch import format_arch, parse_arch
+from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK
+from edgeflow.train.checkpoint import CheckpointError
+from edgeflow.train.restore import open_run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m edgeflow eval",
+                                     description="Evaluate archs of a run's checkpoint with the evaluation "
+                                                 "protocol (BN recalibration, fixed eval batches), or the "
+                                                 "original trainer's (batch statistics), or both.")
+    parser.add_argument("--run", required=True, help="run directory (<output_root>/<experiment>)")
+    parser.add_argument("--archs", nargs="+", metavar="CODE",
+                        help="arch codes such as 000021222 (default: the run's eval pool)")
+    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
+                        help="which checkpoint of the run (default best)")
+    add_run_overrides(parser)
+    parser.add_argument("--bn-mode", choices=(*BN_MODES, "both"), default=None,
+                        help="recalibrate: this project's protocol; batch_stats: the original trainer's (BN on "
+                             "each eval batch's statistics); both: side by side (default: the run's "
+                             "eval.bn_mode)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run = open_run(args.run, args.checkpoint, args.overrides)
+        codes = [format_arch(parse_arch(c)) for c in args.archs] if args.archs else list(run.cfg.eval.pool)
+        splits = run.splits
+    except DataError as exc:
+        print(f"edgeflow eval: {exc}", file=sys.stderr)
+        return EXIT_DATA_ERROR
+    except (ConfigError, CheckpointError, ValueError) as exc:
+        print(f"edgeflow eval: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    from edgeflow.train.evaluate import Evaluator, datasets
+
+    cfg = run.cfg
+    mode = args.bn_mode or cfg.eval.bn_mode
+    modes = list(BN_MODES) if mode == "both" else [mode]
+    imported = _imported_from(run.paths.run)
+    if not run.bn_calibrated and not args.json:
+        # Neither mode reads the imported moving statistics: recalibrate replaces them per arch first.
+        print(f"note: {len(run.uncalibrated_bn)} imported depth-branch BN statistics are not calibrated; "
+              f"recalibrate replaces them per arch, batch_stats does not use them", file=sys.stderr)
+    model = run.build_model()
+    recal, evals = datasets(cfg, splits.train, splits.val)
+    evaluator = Evaluator(model, cfg)
+    results = {m: evaluator.evaluate(codes, recal, evals, bn_mode=m) for m in modes}
+    if args.json:
+        head = {"run": str(run.paths.root), "checkpoint": args.checkpoint, "epoch": run.epoch,
+                "val_samples": len(splits.val), "bn_mode": mode}
+        if imported:
+            head["imported_from"] = imported
+        body = ({"results": {m: r.fields() for m, r in results.items()}} if mode == "both"
+                else results[mode].fields())
+        print(json.dumps({**head, **body}, indent=2))
+        return EXIT_OK
+    print(f"run {run.paths.root}  checkpoint {args.checkpoint} ({run.pointer.prefix.name}, epoch {run.epoch})  "
+          f"eval split {splits.val_source}: {len(splits.val)} samples")
+    print(f"{'arch':<12}" + "".join(f"{'EPE ' + m:>22}" for m in modes))
+    for code in codes:
+        print(f"{code:<12}" + "".join(f"{results[m].arch_epe[code]:>22.4f}" for m in modes))
+    for name in ("mean", "std", "median", "p90"):
+        print(f"{name:<12}" + "".join(f"{getattr(results[m], name + '_epe'):>22.4f}" for m in modes))
+    if imported and imported.get("metric") is not None:
+        print(f"the original trainer logged mean EPE {imported['metric']:.4f} at epoch {imported.get('epoch')} "
+              f"with batch statistics on its own eval batches: compare it with the batch_stats column")
+    return EXIT_OK
+
+
+def _imported_from(path: Path) -> dict[str, Any] | None:
+    """What run.json says about an imported checkpoint's source (None for a trained run)."""
+    try:
+        record = (rundir.read_run(path) or {}).get("imported_from")
+    except ValueError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    return {k: record.get(k) for k in ("checkpoint", "epoch", "global_step", "metric", "best_metric")}

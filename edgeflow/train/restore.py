@@ -1,0 +1,94 @@
+"""The one place a supernet is built, and restored from a run's checkpoint, outside training.
+
+Light at import (TensorFlow loads in `build_model`), so a command can check its inputs -- the run
+directory, its config, the checkpoint pointer, the data -- and fail with a one-line error before
+paying for TensorFlow. Used by `eval`, `rank`, `search`, `export`; the trainer builds its own model
+through `build_supernet` too, so both share the compute dtype rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeflow import config as config_mod
+from edgeflow.config import Config, ConfigError
+from edgeflow.data.scan import Splits, resolve_splits
+from edgeflow.rundir import RunPaths
+from edgeflow.train.checkpoint import CheckpointError, CheckpointStore, Pointer
+
+if TYPE_CHECKING:
+    from edgeflow.model.supernet import Supernet
+
+
+def build_supernet(cfg: Config) -> Supernet:
+    """A fresh supernet in the config's compute dtype (mixed precision keeps float32 variables)."""
+    from edgeflow.model.supernet import Supernet, compute_dtype_for
+
+    return Supernet(seed=cfg.runtime.seed, compute_dtype=compute_dtype_for(cfg.train.mixed_precision))
+
+
+def restore_weights(model: Any, prefix: str | Path) -> None:
+    """The model's weights and BN statistics from a checkpoint; optimizer slots are left unread."""
+    import tensorflow as tf
+
+    tf.train.Checkpoint(model=model).read(str(prefix)).expect_partial()
+
+
+@dataclass
+class RunHandle:
+    cfg: Config
+    paths: RunPaths
+    pointer: Pointer
+    checkpoint: str
+    _splits: Splits | None = field(default=None, repr=False)
+
+    @property
+    def splits(self) -> Splits:
+        """The run's data splits, scanned on first use (broken samples excluded and named)."""
+        if self._splits is None:
+            self._splits = resolve_splits(self.cfg)
+        return self._splits
+
+    @property
+    def epoch(self) -> int | None:
+        value = self.pointer.state.get("epoch")
+        return int(value) if value is not None else None
+
+    @property
+    def bn_calibrated(self) -> bool:
+        """False for an imported checkpoint: its depth-branch BN moving statistics belong to no arch."""
+        return bool(self.pointer.state.get("bn_calibrated", True))
+
+    @property
+    def uncalibrated_bn(self) -> list[str]:
+        """The moving-statistic variables marked not calibrated (empty for a trained checkpoint)."""
+        return [str(name) for name in self.pointer.state.get("uncalibrated_bn") or []]
+
+    def require_calibrated_bn(self, what: str) -> None:
+        """For a use that runs BN in inference mode on the stored statistics without recalibrating."""
+        if not self.bn_calibrated:
+            raise CheckpointError(f"{what}: {self.pointer.prefix} holds imported BN statistics that are not "
+                                  f"calibrated ({len(self.uncalibrated_bn)} depth-branch variables); "
+                                  f"recalibrate them first (evaluation does) or train from it")
+
+    def build_model(self) -> Supernet:
+        model = build_supernet(self.cfg)
+        restore_weights(model, self.pointer.prefix)
+        return model
+
+
+def open_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str] | None = None) -> RunHandle:
+    """A run directory's config and checkpoint pointer, checked; ConfigError or CheckpointError when
+    the folder is not a run or has no such checkpoint. Nothing is written."""
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.is_file():
+        raise ConfigError(f"{paths.root} is not a run directory: {paths.config} does not exist")
+    cfg = config_mod.load(paths.config, list(overrides or []))
+    if checkpoint not in ("best", "latest"):
+        raise ConfigError(f"--checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    pointer = CheckpointStore(paths.checkpoints).pointer(checkpoint) if paths.checkpoints.is_dir() else None
+    if pointer is None:
+        raise CheckpointError(f"{paths.checkpoints} has no '{checkpoint}' checkpoint")
+    return RunHandle(cfg=cfg, paths=paths, pointer=pointer, checkpoint=checkpoint)

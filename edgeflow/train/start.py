@@ -1,0 +1,159 @@
+"""The start decision of `edgeflow train`: every check that can fail on bad input, then the start files.
+
+Light module (no TensorFlow). The order, which nothing may reorder:
+  1. load and validate the config (done by the caller: edgeflow/commands/train.py);
+  2. resolve the data splits (the scan: broken samples excluded and named, empty splits refused);
+  3. read an existing run.json and check its signature against the config;
+  4. find this run's own latest checkpoint: resume it, or refuse when checkpoint.resume is false;
+     a run that already ended and has nothing left to do returns None (exit 0, nothing written);
+  5. on a resume, compare the sample set with the one recorded at the first start and refuse a
+     changed one unless data.allow_changed_samples says so;
+  6. otherwise, a warm start from another run (checkpoint.resume_experiment_name, or init_from: any
+     run directory by path, an imported one included); an imported run is never resumed in place;
+  7. only now write config.yaml and run.json (write_run_start_files), then the trainer runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeflow import config as config_mod
+from edgeflow import rundir
+from edgeflow.config import Config
+from edgeflow.data import sampleset
+from edgeflow.data.scan import Splits, check_excluded, excluded_files, resolve_splits
+from edgeflow.rundir import RunPaths
+from edgeflow.train.checkpoint import CheckpointError, CheckpointStore, Pointer
+from edgeflow.train.signature import check_signature, code_version, signature
+
+
+class StartError(ValueError):
+    """The run cannot start as configured; nothing was written."""
+
+
+@dataclass
+class Plan:
+    cfg: Config
+    splits: Splits
+    paths: RunPaths
+    previous_run: dict[str, Any] | None
+    resume: Pointer | None       # this run's own checkpoint to continue from
+    warm_start: Pointer | None   # another run's checkpoint to take weights from
+    warm_start_from: str = ""
+    init_from: dict[str, Any] | None = None  # checkpoint.init_from's source, as run_start records it
+    data_change: dict[str, Any] | None = None  # an allowed change of the sample set (run_start data_change)
+
+    @property
+    def data_record(self) -> dict[str, Any]:
+        """The sample set this start trains on, as run.json and run_start record it (`data`)."""
+        return sampleset.record(sampleset.split_ids(self.splits))
+
+
+def prepare(cfg: Config) -> Plan | None:
+    """Steps 2-6 above, without writing anything. None: nothing left to do."""
+    splits = resolve_splits(cfg)
+    print(f"train_samples={len(splits.train)} ({cfg.data.train_dir}) val_samples={len(splits.val)} "
+          f"({splits.val_source})", flush=True)
+    for path, kind, detail in excluded_files(splits.train_scan, splits.val_scan):
+        print(f"excluded {path}: {kind}: {detail}", flush=True)
+    if cfg.data.format != "packed":
+        check_excluded(cfg, splits.train_scan, splits.val_scan)
+    paths = RunPaths(cfg.run_dir)
+    previous = read_run_json(paths.run)
+    check_signature(previous, cfg, paths.root)
+    resume = CheckpointStore(paths.checkpoints).pointer("latest") if paths.checkpoints.is_dir() else None
+    if resume is not None and resume.state.get("imported"):
+        raise StartError(f"{paths.root} holds an imported checkpoint (import-v1), which has no training state "
+                         f"to resume; start a new experiment from it with checkpoint.init_from={paths.root}")
+    if resume is not None and not cfg.checkpoint.resume:
+        raise StartError(f"{paths.root} already has a checkpoint ({resume.prefix.name}) and checkpoint.resume "
+                         f"is false; set checkpoint.resume=true to continue it or choose another "
+                         f"runtime.experiment_name")
+    if resume is not None and finished(resume.state, cfg):
+        print(f"{paths.root}: already {resume.state['status']} at epoch {resume.state['epoch']}; "
+              f"nothing to do (raise train.num_epochs to continue)", flush=True)
+        return None
+    data_change = None
+    if resume is not None:
+        data_change = sampleset.resume_change(cfg.data.allow_changed_samples, paths.root, previous,
+                                              sampleset.split_ids(splits), sampleset.read_ids(paths.samples),
+                                              resume.state)
+    warm, warm_from, init_from = None, "", None
+    if resume is None and cfg.checkpoint.init_from:
+        warm, init_from = init_from_source(cfg, paths)
+        warm_from = init_from["run"]
+    if resume is None and cfg.checkpoint.resume_experiment_name:
+        warm_from = cfg.checkpoint.resume_experiment_name
+        source = RunPaths(Path(cfg.runtime.output_root) / warm_from)
+        check_signature(read_run_json(source.run), cfg, source.root)
+        kind = cfg.checkpoint.resume_checkpoint
+        warm = CheckpointStore(source.checkpoints).pointer(kind) if source.checkpoints.is_dir() else None
+        if warm is None:
+            raise StartError(f"checkpoint.resume_experiment_name={warm_from!r}: {source.checkpoints} has no "
+                             f"'{kind}' checkpoint")
+    return Plan(cfg=cfg, splits=splits, paths=paths, previous_run=previous, resume=resume, warm_start=warm,
+                warm_start_from=warm_from, init_from=init_from, data_change=data_change)
+
+
+def init_from_source(cfg: Config, paths: RunPaths) -> tuple[Pointer, dict[str, Any]]:
+    """checkpoint.init_from: any run directory (an import-v1 one too); weights only are taken."""
+    key = "checkpoint.init_from"
+    source = RunPaths(Path(cfg.checkpoint.init_from))
+    if not source.root.is_dir():
+        raise StartError(f"{key}={cfg.checkpoint.init_from!r}: no such run directory")
+    if source.root.resolve() == paths.root.resolve():
+        raise StartError(f"{key} names this experiment's own run directory; leave it empty to resume in place")
+    run_json = read_run_json(source.run)
+    check_signature(run_json, cfg, source.root)
+    kind = cfg.checkpoint.resume_checkpoint
+    store = CheckpointStore(source.checkpoints)
+    try:
+        pointer = store.pointer(kind) if source.checkpoints.is_dir() else None
+    except CheckpointError as exc:
+        raise StartError(f"{key}={cfg.checkpoint.init_from!r}: {exc}") from None
+    if pointer is None:
+        raise StartError(f"{key}={cfg.checkpoint.init_from!r}: {source.checkpoints} has no '{kind}' checkpoint "
+                         f"(checkpoint.resume_checkpoint)")
+    imported = (run_json or {}).get("imported_from") or {}
+    return pointer, {"run": str(source.root.resolve()), "checkpoint": kind, "prefix": str(pointer.prefix),
+                     "epoch": pointer.state.get("epoch"), "imported_from": imported.get("checkpoint")}
+
+
+def finished(state: dict[str, Any], cfg: Config) -> bool:
+    status = state.get("status")
+    if status == "completed":
+        return int(state.get("epoch", 0)) >= cfg.train.num_epochs
+    if status == "early_stopped":
+        return not cfg.checkpoint.reset_early_stop_on_resume
+    return False
+
+
+def read_run_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return rundir.read_run(path)
+    except ValueError as exc:
+        raise StartError(f"{path} is not valid JSON ({exc}); it is not overwritten -- fix or move it") from None
+
+
+def write_run_start_files(plan: Plan, job_id: str | None, **extra: Any) -> dict[str, Any]:
+    """Step 7: config.yaml and run.json, atomically; called only after every check passed."""
+    cfg, splits = plan.cfg, plan.splits
+    plan.paths.root.mkdir(parents=True, exist_ok=True)
+    init_from = plan.init_from or (plan.previous_run or {}).get("init_from")
+    if init_from:  # kept across requeues, which resume their own checkpoint instead
+        extra.setdefault("init_from", init_from)
+    rundir.atomic_write_text(plan.paths.config, config_mod.dump(cfg))
+    # The sample set this start trains on: a later resume compares with it (step 5).
+    ids = sampleset.split_ids(splits)
+    sampleset.write_ids(plan.paths.samples, ids)
+    extra.setdefault("data", sampleset.record(ids))
+    if plan.resume is not None:
+        sampleset.reconcile_state(plan.paths.state, plan.resume.state)
+    return rundir.write_run_start(
+        plan.paths.run, plan.previous_run, experiment=cfg.runtime.experiment_name, job_id=job_id,
+        image=os.environ.get("EDGEFLOW_IMAGE", ""), code_version=code_version(),
+        train_samples=len(splits.train), val_samples=len(splits.val), val_source=splits.val_source,
+        holdout_seed=splits.holdout_seed, signature=signature(cfg), **extra)
