@@ -1,9 +1,10 @@
 """Data-layer figures: the preflight header scan of an FC2-sized tree, and input-pipeline throughput.
 
 (1) A 22,232 + 640 sample tree made of hard links to one real rendered sample: preflight seconds.
-(2) Samples/s of the tf.data training pipeline at 180x240 on real demo samples with 1 and 2 threads,
-    next to the floor measured in the same run: cv2.imread of the two PNGs and np.fromfile of the
-    .flo in a plain Python loop (one core). Prints figures only; nothing is asserted.
+(2) Samples/s of the input paths at 180x240 on real demo samples, at 1 and 2 threads: the PNG floor
+    (cv2.imread of the two PNGs and np.fromfile of the .flo in a plain Python loop), the tf.data PNG
+    path, and the tf.data path over a decode-once pack (data.format: packed), with the packed/PNG
+    ratios per core. Prints figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from pathlib import Path
 
 FC2_TRAIN, FC2_VAL = 22_232, 640
 PIPE_SAMPLES = 8  # distinct rendered samples, cycled
-PIPE_EPOCH = 1024
+PIPE_EPOCH = 256  # PNG samples per measured epoch
+PACKED_EPOCH = 768  # packed samples per measured epoch (a faster path: more for the same precision)
+# Distinct pack records (2.75 MB each): more than any CPU cache holds, so reads come from memory.
+PACK_RECORDS = 128
 
 
 def _fc2_tree(root: Path, source: Path) -> None:
@@ -48,31 +52,42 @@ def bench_preflight(tmp: Path) -> None:
     print(f"header scan of train, one thread: {time.perf_counter() - start:.2f} s")
 
 
-def _floor(samples, seconds: float = 4.0) -> tuple[float, float]:
-    """(samples per wall second, samples per CPU second) of the plain decode loop."""
+def _floor(samples, threads: int = 1, seconds: float = 2.0) -> tuple[float, float]:
+    """(samples per wall second, samples per CPU second) of the plain decode loop on `threads` threads
+    (cv2.imread and file reads release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import cv2
 
     from edgeflow.data.flo import read_flo
 
     cv2.setNumThreads(1)
-    done, start, cpu = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - start < seconds:
-        for s in samples:
-            a, b = cv2.imread(s.img0), cv2.imread(s.img1)
-            f = read_flo(s.flow)
-            assert a is not None and b is not None and f.shape[2] == 2
-            done += 1
+
+    def loop(_: int) -> int:
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for s in samples:
+                a, b = cv2.imread(s.img0), cv2.imread(s.img1)
+                f = read_flo(s.flow)
+                assert a is not None and b is not None and f.shape[2] == 2
+                done += 1
+        return done
+
+    start, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        done = sum(pool.map(loop, range(threads)))
     return done / (time.perf_counter() - start), done / (time.process_time() - cpu)
 
 
-def _pipeline_rate(samples, threads: int, epochs: int = 2) -> tuple[float, float, float]:
+def _pipeline_rate(samples, threads: int, epochs: int = 2, packed_dir: str = "") -> tuple[float, float, float]:
     """(samples per wall second, per CPU second, build CPU seconds) of train_dataset on `threads` threads."""
     import tensorflow as tf
 
     from edgeflow import config
     from edgeflow.data.pipeline import train_dataset
 
-    cfg = config.from_dict({"data": {"num_parallel_calls": threads, "prefetch_batches": 2},
+    fmt = {"format": "packed", "packed_dir": packed_dir} if packed_dir else {}
+    cfg = config.from_dict({"data": {"num_parallel_calls": threads, "prefetch_batches": 2, **fmt},
                             "train": {"batch_size": 32}})
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
@@ -95,6 +110,25 @@ def _pipeline_rate(samples, threads: int, epochs: int = 2) -> tuple[float, float
     return done / wall, done / cpu, build / epochs
 
 
+def _packed_samples(tmp: Path, source: Path) -> list:
+    """PACK_RECORDS distinct record files (copies of a real pack of the rendered samples), as samples."""
+    import dataclasses
+    import shutil
+
+    from edgeflow.data.pack import RECORD_SUFFIX, open_pack, pack_split
+
+    pack_split(source, tmp / "pack/train", "train", input_size=(180, 240), progress=False)
+    packed = open_pack(tmp / "pack/train").samples
+    out = []
+    for i in range(PACK_RECORDS):
+        base = packed[i % len(packed)]
+        record = tmp / "pack/copies" / f"{i:07d}{RECORD_SUFFIX}"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(base.record, record)
+        out.append(dataclasses.replace(base, record=str(record)))
+    return [out[i % len(out)] for i in range(PACKED_EPOCH)]
+
+
 def bench_pipeline(tmp: Path) -> None:
     from edgeflow.data.demo import render_demo_dataset
     from edgeflow.data.scan import scan_split
@@ -102,15 +136,26 @@ def bench_pipeline(tmp: Path) -> None:
     render_demo_dataset(tmp / "pipe", PIPE_SAMPLES, 0, seed=1)
     distinct = scan_split(tmp / "pipe/train").valid
     samples = [distinct[i % len(distinct)] for i in range(PIPE_EPOCH)]
-    floor_wall, floor_cpu = _floor(distinct)
-    print(f"floor (cv2.imread x2 + np.fromfile .flo, plain loop, 1 core): {floor_wall:.1f} samples/s wall, "
-          f"{floor_cpu:.1f} per CPU-second")
+    packed = _packed_samples(tmp, tmp / "pipe/train")
+    print("input paths at 180x240, samples/s: wall, per thread (wall / threads), per CPU-second")
+    rates: dict[tuple[str, int], tuple[float, float]] = {}
     for threads in (1, 2):
-        wall, per_cpu, build = _pipeline_rate(samples, threads)
-        print(f"tf.data train pipeline 180x240, {threads} thread(s): {wall:.1f} samples/s wall "
-              f"({wall / threads:.1f} per thread, {100 * wall / threads / floor_wall:.0f}% of floor), "
-              f"{per_cpu:.1f} per CPU-second ({100 * per_cpu / floor_cpu:.0f}% of floor per core; target >= 85%); "
-              f"dataset build {build:.2f} s CPU per epoch")
+        wall, per_cpu = _floor(distinct, threads)
+        rates["floor", threads] = wall, per_cpu
+        print(f"  PNG floor (cv2.imread x2 + np.fromfile .flo, plain loop), {threads} thread(s): {wall:8.1f} wall "
+              f"{wall / threads:8.1f} per thread {per_cpu:8.1f} per CPU-s")
+    for name, packed_dir in (("PNG tf.data", ""), ("packed tf.data", str(tmp / "pack"))):
+        for threads in (1, 2):
+            wall, per_cpu, build = _pipeline_rate(packed if packed_dir else samples, threads, packed_dir=packed_dir)
+            rates[name, threads] = wall, per_cpu
+            print(f"  {name} train pipeline, {threads} thread(s): {wall:8.1f} wall {wall / threads:8.1f} per thread "
+                  f"{per_cpu:8.1f} per CPU-s (dataset build {build:.2f} s CPU per epoch)")
+    for threads in (1, 2):
+        floor, png, packed_rate = (rates[k, threads] for k in ("floor", "PNG tf.data", "packed tf.data"))
+        print(f"  {threads} thread(s): packed / PNG floor = {packed_rate[0] / floor[0]:.1f}x wall, "
+              f"{packed_rate[1] / floor[1]:.1f}x per CPU-s (target >= 5x); packed / PNG tf.data = "
+              f"{packed_rate[0] / png[0]:.1f}x wall, {packed_rate[1] / png[1]:.1f}x per CPU-s; PNG tf.data / floor "
+              f"{100 * png[1] / floor[1]:.0f}% per CPU-s")
     print(f"(machine: {os.cpu_count()} cores shared with other work; wall figures vary with load, "
           f"per-CPU-second figures much less)")
 

@@ -64,6 +64,8 @@ class Proc:
 
     def rss_mib(self) -> float:
         match = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
+        if match is None:
+            raise RuntimeError(f"no VmRSS for pid {self.proc.pid}")
         return int(match.group(1)) / 1024
 
     def stop(self) -> None:
@@ -78,7 +80,8 @@ def step_line(experiment: str, step: int) -> str:
 def latency(workdir: Path, observer: list[str], label: str) -> None:
     run = workdir / f"lat-{label}"
     log = EventLog(run / "events.jsonl", "lat", "1")
-    log.emit("run_start", train_samples=1, val_samples=1, num_epochs=1, patience=1)
+    log.emit("run_start", train_samples=1, val_samples=1, resumed_from=None, start_epoch=1, num_epochs=1,
+             patience=1)
     proc = Proc(["--run", str(run), *observer], workdir)
     try:
         proc.wait_line("edgeflow_run_starts_total")
@@ -100,7 +103,7 @@ def idle_cpu(workdir: Path) -> None:
     for label, observer in (("inotify", ["--observer", "inotify"]),
                             ("polling (2 s)", ["--observer", "polling", "--poll-interval", "2"])):
         run = workdir / f"idle-{label.split()[0]}"
-        EventLog(run / "events.jsonl", "idle", "1").emit("heartbeat", epoch=1, step=1)
+        EventLog(run / "events.jsonl", "idle", "1").emit("heartbeat", epoch=1, step=1, samples_per_second=1.0)
         procs[label] = Proc(["--run", str(run), *observer], workdir)
     try:
         for proc in procs.values():
@@ -162,12 +165,15 @@ def memory(workdir: Path) -> None:
     root = workdir / "many"
     for i in range(RUNS_MEMORY):
         log = EventLog(root / f"exp{i:02d}" / "events.jsonl", f"exp{i:02d}", "1")
-        log.emit("run_start", train_samples=22232, val_samples=640, num_epochs=100, patience=15)
+        log.emit("run_start", train_samples=22232, val_samples=640, resumed_from=None, start_epoch=1,
+                 num_epochs=100, patience=15)
         for epoch in range(1, 21):
             log.emit("epoch", epoch=epoch, step=epoch * 700, lr=1e-4, train_loss=2.0, grad_norm=10.0,
-                     fairness_gap=0, nonfinite_steps=0)
-            log.emit("eval", epoch=epoch, mean_epe=5.0, std_epe=0.3,
-                     arch_epe={f"{a:09d}": 5.0 for a in range(12)}, best_epe=5.0, bad_epochs=0, patience=15)
+                     grad_norm_p90=12.0, clip_rate=0.0, fairness_gap=0, nonfinite_steps=0, epoch_seconds=600.0,
+                     samples_per_second=37.0)
+            log.emit("eval", epoch=epoch, mean_epe=5.0, std_epe=0.3, median_epe=5.0, p90_epe=5.3,
+                     arch_epe={f"{a:09d}": 5.0 for a in range(12)}, best_epe=5.0, best_epoch=epoch, bad_epochs=0,
+                     patience=15, improved=True)
     proc = Proc(["--root", str(root)], workdir)
     try:
         proc.wait_line(f"edgeflow_monitor_runs_followed {float(RUNS_MEMORY)}")

@@ -1,7 +1,8 @@
 """Smoke test of the edgeflow image: TensorFlow imports, GPUs are listed, one arch trains one step.
 
-`apptainer test` runs it inside the image (%test); the GPU smoke job of `make image-check` runs it
-with --require-gpu on a GPU node; %post runs it with --build-only to check the versions it installed.
+`apptainer test` runs it inside the image (%test); `make image-check` runs it with --require-gpu
+and --steps on a GPU node (the step time it prints is the first GPU figure of a new cluster); %post
+runs it with --build-only to check the versions it installed.
 It also runs outside the container on CPU (tests/test_container.py does), so it imports only what
 the image installs and nothing from the repository layout.
 
@@ -59,8 +60,10 @@ def expected_output_sizes(height: int, width: int) -> list[tuple[int, int]]:
     return [(4 * h, 4 * w), (8 * h, 8 * w), (16 * h, 16 * w)]
 
 
-def train_step_check(arch_code: str, height: int, width: int, batch: int, device: str) -> list[str]:
-    """One forward and backward pass of one arch on a seeded random batch, on `device`."""
+def train_step_check(arch_code: str, height: int, width: int, batch: int, device: str,
+                     steps: int = 0) -> list[str]:
+    """One forward and backward pass of one arch on a seeded random batch, on `device`; then `steps`
+    more of them, timed, once tracing is out of the way."""
     import tensorflow as tf
 
     from edgeflow.model.supernet import Supernet
@@ -86,6 +89,12 @@ def train_step_check(arch_code: str, height: int, width: int, batch: int, device
         started = time.perf_counter()
         outputs, loss, grad_norm, grads = step(x, label, arch)
         seconds = time.perf_counter() - started
+        steady: list[float] = []
+        for _ in range(steps):
+            started = time.perf_counter()
+            # float() waits for the device, so the time covers the whole step.
+            float(step(x, label, arch)[1])
+            steady.append(time.perf_counter() - started)
     shapes = [tuple(int(d) for d in o.shape) for o in outputs]
     expected = [(batch, h, w, 4) for h, w in expected_output_sizes(height, width)]
     loss_value, norm_value = float(loss), float(grad_norm)
@@ -93,6 +102,11 @@ def train_step_check(arch_code: str, height: int, width: int, batch: int, device
     print(f"arch {arch_code} on {loss.device}: input {batch}x{height}x{width}x6, outputs {shapes}, "
           f"loss {loss_value:.4f}, grad norm {norm_value:.4f}, "
           f"{nonzero}/{len(grads)} variables with a gradient, first step {seconds:.1f} s (includes tracing)")
+    if steady:
+        steady.sort()
+        median = steady[len(steady) // 2]
+        print(f"step time on {loss.device}: median {median * 1000:.1f} ms over {len(steady)} "
+              f"steps (fastest {steady[0] * 1000:.1f} ms), batch {batch} at {height}x{width}")
     if shapes != expected:
         problems.append(f"output shapes {shapes}, expected {expected}")
     if not math.isfinite(loss_value):
@@ -122,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--width", type=int, default=64)
     parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=0,
+                        help="time this many steps after the first one (which includes tracing)")
     args = parser.parse_args(argv)
+    # "none": the build argument of a CPU-only image.
+    cuda, cudnn = ("" if v == "none" else v for v in (args.cuda, args.cudnn))
 
-    problems = check_build(args.tensorflow, args.cuda, args.cudnn, args.edgeflow)
+    problems = check_build(args.tensorflow, cuda, cudnn, args.edgeflow)
     if not args.build_only:
         import tensorflow as tf
 
@@ -136,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{details.get('compute_capability', '?')}")
         if args.require_gpu and not gpus:
             problems.append("TensorFlow sees no GPU (--require-gpu): run with --nv on a GPU node and "
-                            "check the driver (jobs.gpu_driver)")
+                            "check the driver (python -m jobs.gpu_driver)")
         else:
             device = "/GPU:0" if gpus else "/CPU:0"
-            problems += train_step_check(args.arch, args.height, args.width, args.batch, device)
+            problems += train_step_check(args.arch, args.height, args.width, args.batch, device, args.steps)
     for p in problems:
         print(f"smoke test FAILED: {p}", file=sys.stderr)
     if not problems:

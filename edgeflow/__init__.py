@@ -1,4 +1,4 @@
-"""edgeflow: train the EdgeFlowNAS strict-fairness supernet (see ../shared/SPEC.md).
+"""edgeflow: train the EdgeFlowNAS strict-fairness supernet (see docs/protocol.md).
 
 Importing this package loads no TensorFlow; only `edgeflow.model`, `edgeflow.train` and
 `edgeflow.data.pipeline` do.

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-# The 12-arch evaluation pool of SPEC §5; every option of every block appears at least once.
+# The 12-arch evaluation pool of protocol §5; every option of every block appears at least once.
 DEFAULT_EVAL_POOL: tuple[str, ...] = (
     "000000000", "111111111", "222222222", "012012012", "210210210", "120120120",
     "000021222", "200210002", "022202100", "000220202", "222101210", "021110010",
@@ -29,7 +29,33 @@ TEST_SPLIT_PATTERN = re.compile(r"(^|[^a-z])test(ing|set)?([^a-z]|$)")
 
 def is_test_split_name(path: str) -> bool:
     # Only the split folder itself: a parent like /scratch/test_project/ says nothing about the split.
-    return bool(TEST_SPLIT_PATTERN.search(Path(path).name.lower()))
+    # Both the name given and the folder it resolves to: a symlink `val -> .../test` is a test split.
+    names = {Path(path).name, Path(path).resolve().name}
+    return any(TEST_SPLIT_PATTERN.search(name.lower()) for name in names)
+
+
+# Names that become a folder, a file name or a Prometheus label (experiment, sweep, profile names):
+# no '/', no '.' or '..', no leading dot (hidden from `monitor --root`), no spaces, newlines or ':'.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def check_name(value: str, key: str) -> None:
+    """Refuse a name that is not SAFE_NAME, naming the dotted key."""
+    if not SAFE_NAME.match(value) or set(value) == {"."}:
+        raise ConfigError(f"{key}: must be a non-empty name of at most 128 letters, digits, '_', '-' or '.' "
+                          f"(not starting with '.' or '-'), got {value!r}")
+
+
+# A decimal float literal as people write it (no nan/inf, no underscores): what `_coerce` accepts as a
+# number when YAML left it a string.
+FLOAT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+# eval.bn_mode: how evaluation treats batch norm (docs/import.md).
+BN_MODES = ("recalibrate", "batch_stats")
+
+
+PREFLIGHT_DEEP_MODES = ("auto", "full", "sample", "headers")  # not "off": YAML reads that as false
 
 
 class ConfigError(ValueError):
@@ -42,6 +68,8 @@ class RuntimeConfig:
     output_root: str = "outputs"
     seed: int = 42
     heartbeat_seconds: float = 30.0
+    # Off a terminal (SLURM logs), one progress line per this many seconds inside an epoch.
+    progress_seconds: float = 60.0
 
 
 @dataclass
@@ -57,6 +85,34 @@ class DataConfig:
     # 0 means "as many as the machine has" (tf.data AUTOTUNE).
     num_parallel_calls: int = 0
     prefetch_batches: int = 0
+    # "png": decode the FC2 files every epoch; "packed": read the decode-once pack in packed_dir
+    # (made by `python -m edgeflow pack`), same batches bit for bit.
+    format: str = "png"
+    packed_dir: str = ""
+    # Copy (or hard-link) the pack to $SLURM_TMPDIR / $TMPDIR before reading it.
+    stage_to_local: bool = False
+    # The launcher's gate (and `preflight` without --deep/--headers-only) decodes samples: "auto" every
+    # sample of a split of at most 5,000, else `preflight_sample` of them; "full", "sample", "headers".
+    preflight_deep: str = "auto"
+    preflight_sample: int = 1000
+    # Invalid samples that may be excluded (preflight, the gate and the trainer's start refuse more).
+    allow_excluded_samples: int = 0
+    # Resume although the sample set differs from the run's (a new order from the next epoch).
+    allow_changed_samples: bool = False
+
+
+# train.mixed_precision value -> the model's compute dtype name.
+PRECISIONS = {False: "float32", "false": "float32", "float32": "float32", True: "float16", "float16": "float16",
+              "bfloat16": "bfloat16"}
+
+
+def compute_precision(mixed_precision: bool | str) -> str:
+    """The compute dtype name ("float32", "float16", "bfloat16") of a train.mixed_precision value."""
+    try:
+        return PRECISIONS[mixed_precision]
+    except (KeyError, TypeError):
+        raise ConfigError(f"train.mixed_precision: must be false, float16 (or true) or bfloat16, "
+                          f"got {mixed_precision!r}") from None
 
 
 @dataclass
@@ -73,7 +129,12 @@ class TrainConfig:
     weight_decay: float = 4e-5
     grad_clip_global_norm: float = 200.0
     max_nonfinite_steps: int = 20
-    mixed_precision: bool = False
+    # false (float32) | float16 (with loss scaling; `true` means float16) | bfloat16 (no loss scaling).
+    mixed_precision: bool | str = False
+    # tf.distribute (docs/distribute.md): none | mirrored (one node) | multi_worker (SLURM tasks) | auto.
+    distribute: str = "none"
+    distribute_mode: str = "arch_parallel"  # arch_parallel (3 or 3m replicas) | data_parallel
+    sync_batch_norm: bool = False  # data_parallel: cross-replica BN batch statistics
     jit_compile: bool = False
 
 
@@ -87,6 +148,10 @@ class EvalConfig:
     early_stop_patience: int = 15
     min_delta: float = 0.002
     min_epochs_before_early_stop: int = 30
+    # "recalibrate": this project's protocol (BN statistics recalibrated per arch, then inference
+    # mode); "batch_stats": the original trainer's (BN in training mode on each eval batch, moving
+    # statistics untouched), to compare with numbers that trainer logged.
+    bn_mode: str = "recalibrate"
 
 
 @dataclass
@@ -97,6 +162,9 @@ class CheckpointConfig:
     resume_experiment_name: str = ""
     resume_checkpoint: str = "latest"
     reset_early_stop_on_resume: bool = False
+    # Start a new experiment from the weights of the run directory at this path (any edgeflow run,
+    # e.g. one made by `import-v1`); its `resume_checkpoint` is read, optimizer and schedule start fresh.
+    init_from: str = ""
 
 
 @dataclass
@@ -123,7 +191,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, args[0], key)
+        # The first alternative that accepts the value (e.g. `bool | str`: true/false or a name).
+        for arg in args[:-1]:
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        return _coerce(value, args[-1], key)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -138,8 +212,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and FLOAT_LITERAL.match(value.strip()):
+            # YAML 1.1 reads `1e-4` (no dot in the mantissa) as a string; it is the number it looks like.
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            # .inf/.nan pass every `>= 0` check below and poison the run later.
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -169,7 +249,7 @@ def build_section(cls: type, raw: Any, prefix: str) -> Any:
             continue
         key = f"{prefix}.{f.name}" if prefix else f.name
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             kwargs[f.name] = build_section(tp, raw[f.name], key)
         else:
             kwargs[f.name] = _coerce(raw[f.name], tp, key)
@@ -200,11 +280,11 @@ def require(ok: bool, key: str, message: str) -> None:
 def validate(cfg: Config) -> Config:
     """Reject impossible values; returns cfg so it can be chained."""
     r, d, t, e, c = cfg.runtime, cfg.data, cfg.train, cfg.eval, cfg.checkpoint
-    require(bool(r.experiment_name) and "/" not in r.experiment_name, "runtime.experiment_name",
-             f"must be a non-empty name without '/', got {r.experiment_name!r}")
+    check_name(r.experiment_name, "runtime.experiment_name")
     require(bool(r.output_root), "runtime.output_root", "must not be empty")
     require(r.seed >= 0, "runtime.seed", f"must be >= 0, got {r.seed}")
     require(r.heartbeat_seconds > 0, "runtime.heartbeat_seconds", f"must be > 0, got {r.heartbeat_seconds}")
+    require(r.progress_seconds > 0, "runtime.progress_seconds", f"must be > 0, got {r.progress_seconds}")
 
     require(bool(d.train_dir), "data.train_dir", "must name a folder")
     require(bool(d.val_dir) or d.holdout_samples > 0, "data.val_dir",
@@ -222,6 +302,16 @@ def validate(cfg: Config) -> Config:
     require(d.flow_clip > 0, "data.flow_clip", f"must be > 0, got {d.flow_clip}")
     require(d.num_parallel_calls >= 0, "data.num_parallel_calls", "must be >= 0 (0 = autotune)")
     require(d.prefetch_batches >= 0, "data.prefetch_batches", "must be >= 0 (0 = autotune)")
+    require(d.format in ("png", "packed"), "data.format", f"must be 'png' or 'packed', got {d.format!r}")
+    require(d.format != "packed" or bool(d.packed_dir), "data.packed_dir",
+            "must name the pack's folder when data.format is 'packed' (make it with `python -m edgeflow pack`)")
+    require(d.preflight_deep in PREFLIGHT_DEEP_MODES, "data.preflight_deep",
+            f"must be one of {', '.join(PREFLIGHT_DEEP_MODES)}, got {d.preflight_deep!r}")
+    require(d.preflight_sample >= 1, "data.preflight_sample", f"must be >= 1, got {d.preflight_sample}")
+    require(d.allow_excluded_samples >= 0, "data.allow_excluded_samples",
+            f"must be >= 0, got {d.allow_excluded_samples}")
+    require(not d.stage_to_local or d.format == "packed", "data.stage_to_local",
+            "stages a pack: it needs data.format: packed")
 
     require(t.num_epochs >= 1, "train.num_epochs", f"must be >= 1, got {t.num_epochs}")
     require(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
@@ -240,6 +330,14 @@ def validate(cfg: Config) -> Config:
     require(t.grad_clip_global_norm > 0, "train.grad_clip_global_norm",
              f"must be > 0, got {t.grad_clip_global_norm}")
     require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", f"must be >= 1, got {t.max_nonfinite_steps}")
+    require(t.mixed_precision in PRECISIONS, "train.mixed_precision",
+            f"must be false, float16 (or true) or bfloat16, got {t.mixed_precision!r}")
+    require(t.distribute in ("none", "mirrored", "multi_worker", "auto"), "train.distribute",
+            f"must be none, mirrored, multi_worker or auto, got {t.distribute!r}")
+    require(t.distribute_mode in ("arch_parallel", "data_parallel"), "train.distribute_mode",
+            f"must be arch_parallel or data_parallel, got {t.distribute_mode!r}")
+    require(not t.sync_batch_norm or t.distribute_mode == "data_parallel", "train.sync_batch_norm",
+            "only applies to train.distribute_mode: data_parallel (arch_parallel replicas see the whole batch)")
 
     require(e.every_epochs >= 1, "eval.every_epochs", f"must be >= 1, got {e.every_epochs}")
     require(e.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {e.batch_size}")
@@ -255,11 +353,18 @@ def validate(cfg: Config) -> Config:
     require(e.early_stop_patience >= 1, "eval.early_stop_patience", f"must be >= 1, got {e.early_stop_patience}")
     require(e.min_delta >= 0, "eval.min_delta", f"must be >= 0, got {e.min_delta}")
     require(e.min_epochs_before_early_stop >= 0, "eval.min_epochs_before_early_stop", "must be >= 0")
+    require(e.bn_mode in BN_MODES, "eval.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {e.bn_mode!r}")
 
     require(c.resume_checkpoint in ("latest", "best"), "checkpoint.resume_checkpoint",
              f"must be 'latest' or 'best', got {c.resume_checkpoint!r}")
+    if c.resume_experiment_name:
+        check_name(c.resume_experiment_name, "checkpoint.resume_experiment_name")
     require(c.resume_experiment_name != r.experiment_name, "checkpoint.resume_experiment_name",
              "names this experiment itself; leave it empty to resume in place")
+    require(not (c.init_from and c.resume_experiment_name), "checkpoint.init_from",
+            "and checkpoint.resume_experiment_name both name a warm-start source; set only one")
+    require(c.init_from.strip() == c.init_from, "checkpoint.init_from",
+            f"has leading or trailing spaces: {c.init_from!r}")
     return cfg
 
 
@@ -293,6 +398,31 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key; the base class reports it
+                break
+            if first is not None:
+                raise DuplicateKeyError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                        f"(first given at line {first})")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
+
+
 def read_mapping(path: Path, what: str = "config", error: type[ConfigError] = ConfigError) -> dict[str, Any]:
     """Read a YAML file whose top level is a mapping (empty file: {}); errors name `what` and the path."""
     try:
@@ -300,9 +430,11 @@ def read_mapping(path: Path, what: str = "config", error: type[ConfigError] = Co
     except OSError as exc:
         raise error(f"{what} {path}: cannot read: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise error(f"{what} {path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise error(f"{what} {path}: nested too deeply to be a config") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -1,4 +1,4 @@
-"""`python -m jobs submit|status|cancel`: the launcher's command line (no TensorFlow needed)."""
+"""`python -m jobs submit|status|list|logs|cancel`: the launcher's command line (no TensorFlow needed)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from pathlib import Path
 
 from edgeflow import rundir
 from edgeflow.config import ConfigError
+from edgeflow.console import console_logger
 
-# Exit codes of `submit`: 0 queued, 2 bad input (config, profile), 3 refused by the preflight gate,
-# 4 SLURM refused or failed the submission.
-EXIT_REFUSED = 3
-EXIT_SUBMIT_FAILED = 4
+from . import health
+
+# Exit codes of `submit` (edgeflow/rundir/codes.py): 0 queued, 2 bad input (config, profile),
+# 4 refused by the preflight gate (bad data), 5 SLURM refused or failed the submission.
+EXIT_REFUSED = rundir.EXIT_DATA_ERROR
+EXIT_SUBMIT_FAILED = rundir.EXIT_SUBMIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
         "Launch edgeflow training jobs on SLURM (or locally) after a preflight check of the data."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("submit", help="preflight, then queue one job, or one job array for a sweep")
+    p = sub.add_parser("submit", help="preflight, then queue one job, or one job array for a sweep",
+                       description="Check each config's data with the preflight on this machine, then queue "
+                       "the training job (one per config and seed; several become one job array). "
+                       "Nothing is queued when any preflight fails.")
     p.add_argument("--config", action="append", required=True, metavar="CFG",
                    help="experiment config (YAML); repeat for a sweep over configs")
     p.add_argument("--cluster", default="local", metavar="NAME",
@@ -38,20 +44,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true",
                    help="wait until the job(s) end; exit 0 only if every run completed or early-stopped")
 
-    s = sub.add_parser("status", help="status of a run (directory or job id)")
-    s.add_argument("target", metavar="RUN_DIR_OR_JOB_ID")
-    c = sub.add_parser("cancel", help="cancel the queued or running jobs of a run (it checkpoints first)")
-    c.add_argument("target", metavar="RUN_DIR_OR_JOB_ID")
+    s = sub.add_parser("status", help="is a run alive? status, heartbeat age, queue, last epoch and eval",
+                       description="Status of one run: what its files say, whether a job of it is queued, "
+                       "how long ago it last made progress, and a plain verdict (alive, stalled, dead, ...) "
+                       "with what to do.")
+    s.add_argument("target", metavar="RUN_DIR_OR_JOB_ID", help="a run directory, or a job id the launcher queued")
+    s.add_argument("--json", action="store_true", help="print everything as one JSON object (for scripts)")
+    s.add_argument("--stall-minutes", type=float, default=health.DEFAULT_STALL_SECONDS / 60, metavar="M",
+                   help="no progress for longer than this means stalled or dead (default: 15, as the alert)")
+    ls = sub.add_parser("list", help="every run under an output root: status, epoch, best EPE, progress, queue",
+                        description="One line per run directory under --root.")
+    ls.add_argument("--root", default="outputs", metavar="DIR", help="output root (default: outputs)")
+    ls.add_argument("--json", action="store_true", help="print a JSON list (for scripts)")
+    ls.add_argument("--stall-minutes", type=float, default=health.DEFAULT_STALL_SECONDS / 60, metavar="M",
+                    help="no progress for longer than this means stalled or dead (default: 15)")
+    lg = sub.add_parser("logs", help="print (and follow) the trainer's log of a run, across requeues",
+                        description="The job logs of a run (jobs/*_log.out), oldest first, one header per file.")
+    lg.add_argument("target", metavar="RUN_DIR_OR_JOB_ID", help="a run directory, or a job id the launcher queued")
+    lg.add_argument("-f", "--follow", action="store_true",
+                    help="keep printing new lines until the run ends (Ctrl-C stops following)")
+    lg.add_argument("--stderr", action="store_true", help="the error logs (jobs/*_log.err) instead")
+    c = sub.add_parser("cancel", help="cancel the queued or running jobs of a run (it checkpoints first)",
+                       description="Cancel every queued or running job of a run; a running trainer writes a "
+                       "checkpoint before it stops.")
+    c.add_argument("target", metavar="RUN_DIR_OR_JOB_ID", help="a run directory, or a job id the launcher queued")
+    from . import nas_jobs
+
+    nas_jobs.add_parsers(sub)
     return parser
 
 
+log = console_logger("jobs", "jobs: %(message)s")
+
+
 def _err(message: str) -> None:
-    print(f"jobs: {message}", file=sys.stderr)
+    log.error(message)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from jobs import profile as profiles
-    from jobs import submit, sweep
+    from . import profile as profiles
+    from . import submit, sweep
 
     if args.array_parallelism is not None and args.array_parallelism < 1:
         _err(f"--array-parallelism: must be >= 1, got {args.array_parallelism}")
@@ -59,6 +91,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     try:
         prof = profiles.load(args.cluster, args.profile_overrides)
         elements = sweep.expand(args.config, args.seeds, args.overrides)
+        submit.check_binds(elements, prof)
     except ConfigError as exc:
         _err(str(exc))
         return rundir.EXIT_BAD_INPUT
@@ -89,22 +122,52 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(submit.summary(s))
     if not args.wait:
         return 0
-    print("waiting for the job(s) to end ...", flush=True)
-    results = submit.wait(subs, prof.executor)
+    print("waiting for the job(s) to end; their logs follow ...", flush=True)
+    results = submit.wait(subs, prof.executor, stream=sys.stdout)
     for name, status in results.items():
         print(f"{name}: {status}")
     return 0 if all(st in ("completed", "early_stopped") for st in results.values()) else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from jobs import status
+    from . import status
 
-    print(status.format_status(status.describe(status.find_run_dir(args.target))))
+    info = status.describe(status.find_run_dir(args.target), stall_s=args.stall_minutes * 60)
+    print(rundir.to_json(info, indent=2) if args.json else status.format_status(info))
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import listing
+
+    root = Path(args.root)
+    if not root.is_dir():
+        _err(f"--root {root}: no such folder")
+        return rundir.EXIT_BAD_INPUT
+    infos = listing.describe_all(root, stall_s=args.stall_minutes * 60)
+    if args.json:
+        print(rundir.to_json(infos, indent=2))
+    elif not infos:
+        print(f"{root}: no run directories")
+    else:
+        print(listing.table([listing.row(i) for i in infos]))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from . import logs, status
+
+    run = status.find_run_dir(args.target)
+
+    def ended() -> bool:
+        verdict = status.describe(run)["health"]["verdict"]
+        return verdict in (health.ENDED, health.DEAD)
+
+    return logs.show(run, follow=args.follow, stream="err" if args.stderr else "out", ended=ended)
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from jobs import status
+    from . import status
 
     run = status.find_run_dir(args.target)
     done = status.cancel(Path(run))
@@ -115,14 +178,21 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nas(args: argparse.Namespace) -> int:
+    from . import nas_jobs
+
+    return nas_jobs.main(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 0
-    handler = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel}[args.command]
-    from jobs.status import StatusError
+    handler = {"submit": cmd_submit, "status": cmd_status, "list": cmd_list, "logs": cmd_logs,
+               "cancel": cmd_cancel, "rank": cmd_nas, "search": cmd_nas}[args.command]
+    from .status import StatusError
 
     try:
         return handler(args)

@@ -2,6 +2,9 @@
 
 Runs `edgeflow.data.preflight.run_preflight` (light: no TensorFlow) on the login node before
 submission and again on the compute node before the trainer starts (the node may see other files).
+Beyond the headers it decodes samples as `data.preflight_deep` says (default `auto`: all of a small
+data set, `data.preflight_sample` of a large one), in parallel with a progress line and a time
+estimate, so a corrupt PNG body or an all-NaN .flo stops here and never reaches a GPU.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edgeflow.config import Config
+from edgeflow.data.preflight import run_preflight
 
 
 @dataclass(frozen=True)
@@ -21,16 +25,9 @@ class GateResult:
 def run_gate(cfg: Config) -> GateResult:
     """Run the data preflight for `cfg`; any error it raises is a refusal with that error as reason."""
     try:
-        from edgeflow.data.preflight import run_preflight
-    except ImportError as exc:
-        return GateResult(False, f"the data preflight is not available: {exc}", "")
-    try:
-        report = run_preflight(cfg)
+        report = run_preflight(cfg, deep=cfg.data.preflight_deep, progress=True)
     except Exception as exc:  # a crashing check must refuse, not submit
         reason = f"{type(exc).__name__}: {exc}"
         return GateResult(False, reason, f"preflight could not run: {reason}")
-    ok = bool(getattr(report, "ok", False))
-    reason = str(getattr(report, "reason", "") or ("" if ok else "preflight failed"))
-    to_text = getattr(report, "to_text", None)
-    text = to_text() if callable(to_text) else str(report)
-    return GateResult(ok, reason, text)
+    reason = report.reason or ("" if report.ok else "preflight failed")
+    return GateResult(report.ok, reason, report.to_text())

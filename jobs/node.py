@@ -20,9 +20,7 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +29,15 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from edgeflow import config as efconfig
 from edgeflow import rundir
-from edgeflow.config import Config
-from jobs import outcome
-from jobs.gate import run_gate
-from jobs.profile import ClusterProfile
+from edgeflow.console import console_logger
+from edgeflow.rundir import RunPaths, last_event
 
-REPO = Path(__file__).resolve().parents[1]
+from .gate import run_gate
+from .launch import REPO, NodeSpec, sidecar_command, trainer_command, trainer_env
+
 # Exit statuses of a trainer killed by a forwarded signal before it installed its handlers.
 _KILLED_BEFORE_HANDLERS = (-signal.SIGTERM, -signal.SIGUSR2)
-_EXIT_OF_STATUS = {"completed": rundir.EXIT_OK, "early_stopped": rundir.EXIT_OK, "diverged": rundir.EXIT_DIVERGED,
-                   "preempted": rundir.EXIT_PREEMPTED}
+
 
 
 class JobFailed(RuntimeError):
@@ -55,77 +52,6 @@ class _TrainerEnded(Exception):
         self.code = code
 
 
-@dataclass(frozen=True)
-class NodeSpec:
-    """Everything the node needs, fixed at submission (pickled by submitit)."""
-
-    config_path: str       # the resolved config, <run_dir>/jobs/submitted_config.yaml
-    run_dir: str
-    experiment: str
-    profile: ClusterProfile
-    workdir: str           # the submission's working directory
-
-
-def trainer_command(spec: NodeSpec, cfg: Config) -> list[str]:
-    """The command that runs the trainer: inside the image for container profiles, else directly."""
-    train = ["-m", "edgeflow", "train", "--config", spec.config_path]
-    c = spec.profile.container
-    if not spec.profile.uses_container:
-        return [sys.executable, *train]
-    cmd = [c.apptainer, "exec"]
-    if c.nv:
-        cmd.append("--nv")
-    for bind in container_binds(spec, cfg):
-        cmd += ["--bind", bind]
-    # The working directory (often a checkout) is bound into the image; without this, its edgeflow/
-    # would shadow the image's pinned one (Python >= 3.11 then leaves the cwd off sys.path).
-    cmd += ["--env", "PYTHONSAFEPATH=1"]
-    return [*cmd, c.image, c.python, *train]
-
-
-def container_binds(spec: NodeSpec, cfg: Config) -> list[str]:
-    """The profile's binds plus the run's folders (output root, data) that no bind covers yet."""
-    binds = list(spec.profile.container.binds)
-    covered = [b.split(":", 1)[0].rstrip("/") or "/" for b in binds]
-    needed = [Path(cfg.runtime.output_root), Path(cfg.data.train_dir)]
-    if cfg.data.val_dir:
-        needed.append(Path(cfg.data.val_dir))
-    for path in needed:
-        text = str(path.resolve())
-        if any(text == c or text.startswith(c.rstrip("/") + "/") for c in covered):
-            continue
-        binds.append(text)
-        covered.append(text)
-    return binds
-
-
-def trainer_env(spec: NodeSpec, job_id: str | None) -> dict[str, str]:
-    env = dict(os.environ)
-    if spec.profile.uses_container:
-        env["EDGEFLOW_IMAGE"] = spec.profile.container.image
-        # Apptainer passes the host environment, but APPTAINERENV_ wins over a --cleanenv in a wrapper.
-        env["APPTAINERENV_EDGEFLOW_IMAGE"] = spec.profile.container.image
-    else:
-        env.pop("EDGEFLOW_IMAGE", None)
-        # Run the checkout that submitted the job, installed or not.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    if job_id and not os.environ.get("SLURM_JOB_ID"):
-        env["EDGEFLOW_JOB_ID"] = job_id  # the local executor: rundir.slurm_job_id() reads this
-    return env
-
-
-def sidecar_command(spec: NodeSpec) -> list[str] | None:
-    m = spec.profile.monitor
-    if not m.sidecar:
-        return None
-    cmd = [sys.executable, "-m", "monitor", "--run", spec.run_dir]
-    if m.mode == "textfile":
-        cmd += ["--textfile", m.textfile_dir]
-    else:
-        cmd += ["--pushgateway", m.pushgateway_url]
-    return cmd
-
-
 def _job_id() -> str | None:
     jid = rundir.slurm_job_id()
     if jid:
@@ -134,19 +60,20 @@ def _job_id() -> str | None:
     return f"local-{local}" if local else None
 
 
+# The host side's lines in the job log (stdout, between the trainer's own lines).
+log = console_logger("edgeflow-jobs", "[edgeflow-jobs %(asctime)s] %(message)s", stream="stdout",
+                     datefmt="%H:%M:%S")
+
+
 def _log(message: str) -> None:
-    print(f"[edgeflow-jobs {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-_EXIT_MEANING = {rundir.EXIT_FAILED: "failure", rundir.EXIT_BAD_INPUT: "bad config or data",
-                 rundir.EXIT_DIVERGED: "diverged"}
+    log.info(message)
 
 
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "an unknown exit status"
-    if code in _EXIT_MEANING:
-        return f"exit code {code} ({_EXIT_MEANING[code]})"
+    if code in rundir.EXIT_CODE_MEANING and code != rundir.EXIT_OK:
+        return f"exit code {code} ({rundir.EXIT_CODE_MEANING[code]})"
     if code < 0:
         try:
             return f"signal {signal.Signals(-code).name}"
@@ -182,8 +109,9 @@ class NodeJob(Checkpointable):
             pid, status = os.waitpid(self._proc.pid, 0 if block else os.WNOHANG)
         except ChildProcessError:
             # Reaped by an interrupted frame of ours whose result was lost: ask the run files.
-            end = outcome.last_run_end(self.spec.run_dir, since=self._started)
-            self._code = _EXIT_OF_STATUS.get(end.get("status") if end else None, rundir.EXIT_FAILED)
+            end = last_event(RunPaths(Path(self.spec.run_dir)).events, "run_end", since=self._started)
+            ended = str(end.get("status")) if end else ""
+            self._code = rundir.STATUS_EXIT_CODE.get(ended, rundir.EXIT_FAILED)
             self._proc.returncode = self._code
             return self._code
         if pid == 0:
@@ -236,7 +164,7 @@ class NodeJob(Checkpointable):
             cfg = efconfig.load(spec.config_path)
         except efconfig.ConfigError as exc:
             reason = f"cannot load the submitted config on node {host}: {exc}"
-            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+            rundir.record_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
             raise JobFailed(reason) from None
 
         gate = run_gate(cfg)
@@ -244,7 +172,8 @@ class NodeJob(Checkpointable):
             print(gate.report, flush=True)
         if not gate.ok:
             reason = f"preflight on node {host} failed: {gate.reason}"
-            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+            # Bad data: its own status, and no requeue (raising ends the job for submitit).
+            rundir.record_end(spec.run_dir, spec.experiment, job_id, "data_error", reason)
             raise JobFailed(reason)
         self._check_gpu_driver(job_id)
 
@@ -258,7 +187,7 @@ class NodeJob(Checkpointable):
                 self._proc = subprocess.Popen(cmd, cwd=spec.workdir, env=trainer_env(spec, job_id))
             except OSError as exc:
                 reason = f"cannot start the trainer on node {host}: {cmd[0]}: {exc.strerror or exc}"
-                outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+                rundir.record_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
                 raise JobFailed(reason) from None
             code = self._wait()
         except UncompletedJobError:
@@ -266,7 +195,7 @@ class NodeJob(Checkpointable):
             reason = (f"time limit reached {spec.profile.slurm.max_requeues + 1} times; max_requeues "
                       f"({spec.profile.slurm.max_requeues}) exhausted. The last checkpoint is kept: submit "
                       f"again to continue")
-            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, "timeout", reason)
+            rundir.record_end(spec.run_dir, spec.experiment, job_id, "timeout", reason)
             _log(reason)
             raise
         finally:
@@ -289,7 +218,7 @@ class NodeJob(Checkpointable):
 
     def _finish(self, code: int | None, job_id: str | None) -> dict[str, Any]:
         spec = self.spec
-        end = outcome.last_run_end(spec.run_dir, since=self._started)
+        end = last_event(RunPaths(Path(spec.run_dir)).events, "run_end", since=self._started)
         status = end.get("status") if end else None
         summary = {"run_dir": spec.run_dir, "job_id": job_id, "exit_code": code, "status": status,
                    "signals": list(self._signals)}
@@ -307,34 +236,37 @@ class NodeJob(Checkpointable):
         reason = f"trainer stopped with {_describe_exit(code)}"
         if end is None:
             # Killed or crashed before it could say why: the launcher records it.
-            status = "diverged" if code == rundir.EXIT_DIVERGED else "failed"
+            by_code = {c: st for st, c in rundir.STATUS_EXIT_CODE.items() if c != rundir.EXIT_OK}
+            status = by_code.get(code, "failed") if code is not None else "failed"
             reason += f" without writing run_end; see the job log in {Path(spec.run_dir) / 'jobs'}"
-            outcome.mark_run_end(spec.run_dir, spec.experiment, job_id, status, reason, exit_code=code)
+            rundir.record_end(spec.run_dir, spec.experiment, job_id, status, reason, exit_code=code)
         else:
             reason += f" ({status}: {end.get('reason', '')})"
         _log(reason)
         raise JobFailed(reason)
 
     def _note_killed_early(self, code: int) -> None:
+        end = last_event(RunPaths(Path(self.spec.run_dir)).events, "run_end", since=self._started)
+        if end is not None and end.get("status") == "preempted" and end.get("source") != "launcher":
+            # The trainer had checkpointed and said so; a second copy of the signal hit it while exiting.
+            _log(f"trainer checkpointed, then {_describe_exit(code)} while exiting; it resumes from there")
+            return
         reason = (f"trainer stopped by {_describe_exit(code)} before it could checkpoint (still starting); "
                   "it resumes from its last checkpoint when the job runs again")
         _log(reason)
-        outcome.mark_run_end(self.spec.run_dir, self.spec.experiment, _job_id(), "preempted", reason)
+        rundir.record_end(self.spec.run_dir, self.spec.experiment, _job_id(), "preempted", reason)
 
     def _check_gpu_driver(self, job_id: str | None) -> None:
         """An image built for a newer CUDA than the node's driver fails deep inside TensorFlow: stop here."""
         if not (self.spec.profile.uses_container and self.spec.profile.uses_gpus):
             return
-        try:
-            from jobs import gpu_driver  # owned by the container engineer
-        except ImportError:
-            _log("jobs.gpu_driver not available: driver check skipped")
-            return
+        from . import gpu_driver
+
         try:
             report = gpu_driver.check_node(self.spec.profile)
         except gpu_driver.DriverError as exc:
             reason = f"GPU driver check failed: {exc}"
-            outcome.mark_run_end(self.spec.run_dir, self.spec.experiment, job_id, "failed", reason)
+            rundir.record_end(self.spec.run_dir, self.spec.experiment, job_id, "failed", reason)
             raise JobFailed(reason) from None
         _log(report.summary())
 

@@ -1,6 +1,6 @@
 """Cluster profiles: `configs/clusters/NAME.yaml`, validated as strictly as experiment configs.
 
-Light module: PyYAML and edgeflow.config only. Every error names the dotted key
+Light module: PyYAML, edgeflow.config and jobs.cuda_lines only. Every error names the dotted key
 (``slurm.time_min``) and the profile file, so a typo never becomes a silently ignored setting.
 """
 
@@ -15,14 +15,24 @@ from typing import Any, ClassVar
 
 import yaml
 
-from edgeflow.config import ConfigError, apply_overrides, build_section, read_mapping, require
+from edgeflow.config import ConfigError, apply_overrides, build_section, check_name, read_mapping, require
+
+from . import cuda_lines
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE_DIR_ENV = "EDGEFLOW_CLUSTERS_DIR"
 EXECUTORS = ("slurm", "local")
 MONITOR_MODES = ("textfile", "pushgateway")
 _DRIVER_RE = re.compile(r"^\d+(\.\d+){0,2}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MAJOR_MINOR_RE = re.compile(r"^\d+\.\d+$")
+# image.base may bootstrap from an archive saved elsewhere; image.source may name a finished image.
+BASE_ARCHIVES = ("docker-archive:", "oci-archive:")
+IMAGE_SOURCES = ("docker-archive:", "oci-archive:", "docker://", "oras://", "library://")
+# Build arguments of container/edgeflow.def that jobs.image fills from the image section and the lock.
+IMAGE_BUILD_ARGS = frozenset({
+    "bootstrap", "base", "tensorflow", "cuda", "cudnn", "cuda_line", "min_driver", "native_driver",
+    "cuda_compat", "edgeflow_version", "build_date", "cluster",
+})
 
 
 class ProfileError(ConfigError):
@@ -62,8 +72,21 @@ class ContainerProfile:
 
 @dataclass
 class ImageProfile:
-    base: str = "tensorflow/tensorflow:2.21.0-gpu"
-    min_driver: str = ""
+    """How `make image` builds the image; the TensorFlow version always comes from constraints.txt.
+
+    Every key is explained in configs/clusters/TEMPLATE.yaml.
+    """
+
+    # "": tensorflow/tensorflow:<tensorflow of constraints.txt>-gpu (-gpu dropped when cuda is "");
+    # or a pinned docker reference, or docker-archive:PATH / oci-archive:PATH of a base saved elsewhere.
+    base: str = ""
+    cuda: str = ""            # CUDA major.minor TensorFlow was built with; "" builds a CPU-only image
+    cudnn: str = ""           # cuDNN major.minor of that build
+    min_driver: str = ""      # "": the minimum of the CUDA line (or of its cuda-compat branches)
+    cuda_compat: bool = False  # ship NVIDIA's cuda-compat libraries for older datacenter drivers
+    # "": build from container/edgeflow.def; else a finished image to convert or pull instead of
+    # building (docker-archive:, oci-archive:, docker://, oras://, library:// or a .sif path).
+    source: str = ""
     build_flags: list[str] = field(default_factory=lambda: ["--fakeroot"])
     build_args: dict[str, Any] = field(default_factory=dict)
 
@@ -122,11 +145,57 @@ def _take_mappings(raw: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]
     return taken
 
 
+def _validate_image(i: ImageProfile) -> None:
+    """The image section: formats, then what NVIDIA's driver rules make impossible (jobs.cuda_lines)."""
+    require(not i.base.strip() or (i.base == i.base.strip() and " " not in i.base), "image.base",
+            f"must be an image reference without spaces, got {i.base!r}")
+    require("://" not in i.base or i.base.startswith("docker://"), "image.base",
+            f"must be a docker reference or {' / '.join(a + 'PATH' for a in BASE_ARCHIVES)}, got {i.base!r}")
+    for key, value in (("image.cuda", i.cuda), ("image.cudnn", i.cudnn)):
+        require(not value or bool(_MAJOR_MINOR_RE.match(value)), key,
+                f"expected a major.minor version like '12.5' (quote it in YAML) or empty, got {value!r}")
+    require(not i.cudnn or bool(i.cuda), "image.cudnn",
+            "is set but image.cuda is empty (a CPU image has no cuDNN)")
+    require(not i.cuda or bool(i.cudnn), "image.cudnn", f"must be given with image.cuda ({i.cuda})")
+    require(not i.min_driver or bool(_DRIVER_RE.match(i.min_driver)), "image.min_driver",
+            f"expected a driver version like '535.54.03' or empty, got {i.min_driver!r}")
+    line = cuda_lines.line_of(i.cuda)
+    if i.cuda:
+        known = ", ".join(f"{k} ({'supported' if v.supported else 'not supported by this kit'})"
+                          for k, v in cuda_lines.LINES.items())
+        require(line is not None and line.supported, "image.cuda",
+                f"CUDA {i.cuda} is not a line this kit builds images for; CUDA lines: {known}")
+    else:
+        require(not i.min_driver, "image.min_driver",
+                "is set but image.cuda is empty (a CPU image needs no driver)")
+        require(not i.cuda_compat, "image.cuda_compat", "needs image.cuda (a CPU image has no CUDA)")
+    if line is not None and i.cuda_compat:
+        require(bool(line.compat_branches), "image.cuda_compat",
+                f"NVIDIA lists no driver branch below {line.min_driver} for CUDA {line.major} "
+                "forward compatibility")
+    if line is not None and i.min_driver:
+        floor = line.compat_floor if i.cuda_compat else line.min_driver
+        how = "with its cuda-compat package" if i.cuda_compat else "(NVIDIA's minimum for the line)"
+        hint = "" if i.cuda_compat else (f"; older datacenter drivers from {line.compat_floor}: set "
+                                         "image.cuda_compat: true")
+        require(cuda_lines.parse_version(i.min_driver) >= cuda_lines.parse_version(floor), "image.min_driver",
+                f"{i.min_driver} is below {floor}, the lowest driver that runs CUDA {i.cuda} {how}{hint}")
+    require(not i.source or i.source.startswith(IMAGE_SOURCES) or i.source.endswith(".sif"), "image.source",
+            "must be empty (build from the definition), a .sif path, or start with "
+            f"{', '.join(IMAGE_SOURCES)}; got {i.source!r}")
+    for k, flag in enumerate(i.build_flags):
+        require(flag.startswith("-"), f"image.build_flags[{k}]",
+                f"expected an apptainer build option, got {flag!r}")
+    for key in i.build_args:
+        require(key not in IMAGE_BUILD_ARGS, f"image.build_args.{key}",
+                "is set by the image section or the lock file (one source of versions); "
+                "build_args may add only other names")
+
+
 def validate(p: ClusterProfile) -> ClusterProfile:
     """Reject impossible values; returns the profile so it can be chained."""
     s, c, i, m = p.slurm, p.container, p.image, p.monitor
-    require(bool(p.name) and bool(_NAME_RE.match(p.name)), "name",
-             f"must be a non-empty name of letters, digits, '_', '-', '.', got {p.name!r}")
+    check_name(p.name, "name")
     require(p.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}, got {p.executor!r}")
     require(s.nodes == 1, "slurm.nodes", f"the trainer runs on one node, got {s.nodes}")
     require(s.gpus_per_node >= 0, "slurm.gpus_per_node", f"must be >= 0, got {s.gpus_per_node}")
@@ -153,9 +222,7 @@ def validate(p: ClusterProfile) -> ClusterProfile:
     for k, bind in enumerate(c.binds):
         require(bool(bind) and not bind.startswith(":"), f"container.binds[{k}]",
                  f"expected SRC[:DST[:OPTS]], got {bind!r}")
-    require(bool(i.base), "image.base", "must name the base image")
-    require(not i.min_driver or bool(_DRIVER_RE.match(i.min_driver)), "image.min_driver",
-             f"expected a driver version like '535.54.03' or empty, got {i.min_driver!r}")
+    _validate_image(i)
     require(m.mode in MONITOR_MODES, "monitor.mode",
              f"must be one of {', '.join(MONITOR_MODES)}, got {m.mode!r}")
     if m.sidecar and m.mode == "textfile":

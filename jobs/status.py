@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
-from jobs.submit import (
+from edgeflow.train.progress import human_duration
+
+from . import health
+from .records import (
     SUBMISSIONS_FILE,
-    _pid_alive,
     active_jobs,
     index_lookup,
     index_path,
+    pid_alive,
     squeue_states,
     submissions,
 )
@@ -68,20 +71,28 @@ def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     return next((e for e in reversed(events) if e.get("event") == kind), None)
 
 
-def describe(run_dir: Path) -> dict[str, Any]:
-    """Everything `status` prints, as a dict (also used by the tests)."""
+def describe(run_dir: Path, stall_s: float = health.DEFAULT_STALL_SECONDS) -> dict[str, Any]:
+    """Everything `status` prints, as a dict (also used by the tests and `--json`)."""
     paths = rundir.RunPaths(run_dir)
     run = rundir.read_json(paths.run) or {}
     events = list(rundir.read_events(paths.events))
     records = submissions(run_dir)
     last = records[-1] if records else {}
+    queue = active_jobs(run_dir)
+    status = run.get("status", "not started" if records else "unknown")
+    # Without squeue (not a login node) a SLURM job's absence from the queue proves nothing.
+    visible = shutil.which("squeue") is not None or not any(r.get("executor") == "slurm" for r in records)
+    verdict = health.judge(run_dir, status, events, queue, records, stall_s, queue_visible=visible)
     return {
+        "health": verdict.to_dict(),
+        "state": rundir.read_state(paths.state) or {},
+        "heartbeat": _last(events, "heartbeat"),
         "run_dir": str(run_dir),
         "experiment": run.get("experiment", run_dir.name),
-        "status": run.get("status", "not started" if records else "unknown"),
+        "status": status,
         "reason": run.get("reason", ""),
         "job_ids": run.get("job_ids", [r.get("job_id") for r in records]),
-        "queue": active_jobs(run_dir),
+        "queue": queue,
         "last_job": last.get("job_id"),
         "stdout": last.get("stdout"),
         "stderr": last.get("stderr"),
@@ -92,9 +103,28 @@ def describe(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _round(value: Any, digits: int = 4) -> str:
+    """A figure for people: 4 significant digits, `-` when missing."""
+    number = rundir.as_float(value)
+    return "-" if number is None else f"{number:.{digits}g}"
+
+
 def format_status(info: dict[str, Any]) -> str:
+    verdict = info.get("health") or {}
     lines = [f"run:        {info['run_dir']}", f"experiment: {info['experiment']}",
              f"status:     {info['status']}" + (f" ({info['reason']})" if info["reason"] else "")]
+    if verdict:
+        flag = {"dead": "LOOKS DEAD", "stalled": "STALLED"}.get(verdict["verdict"], verdict["verdict"])
+        lines.append(f"verdict:    {flag}: {verdict['message']}")
+        if verdict.get("advice"):
+            lines.append(f"what to do: {verdict['advice']}")
+        age = verdict.get("progress_age_s")
+        lines.append("progress:   " + (f"last {verdict['progress_event']} {human_duration(age)} ago"
+                                       if age is not None else "no progress event yet"))
+    beat = info.get("heartbeat")
+    if beat:
+        lines.append(f"heartbeat:  epoch {beat.get('epoch')}, step {beat.get('step')}, "
+                     f"{_round(beat.get('samples_per_second'), 3)} samples/s")
     queue = info["queue"]
     lines.append("queue:      " + (", ".join(f"job {j} {s}" for j, s in sorted(queue.items()))
                                    if queue else "no job of this run is queued or running"))
@@ -102,11 +132,15 @@ def format_status(info: dict[str, Any]) -> str:
         lines.append(f"job ids:    {', '.join(str(j) for j in info['job_ids'])}")
     if info["epoch"]:
         e = info["epoch"]
-        lines.append(f"last epoch: {e.get('epoch')} (step {e.get('step')}, train_loss {e.get('train_loss')})")
+        total = (info.get("state") or {}).get("num_epochs")
+        lines.append(f"last epoch: {e.get('epoch')}" + (f"/{total}" if total else "") +
+                     f" (step {e.get('step')}, train loss {_round(e.get('train_loss'))}, "
+                     f"{human_duration(rundir.as_float(e.get('epoch_seconds')))} per epoch)")
     if info["eval"]:
         v = info["eval"]
-        lines.append(f"last eval:  epoch {v.get('epoch')} mean EPE {v.get('mean_epe')} "
-                     f"(best {v.get('best_epe')} at epoch {v.get('best_epoch')})")
+        lines.append(f"last eval:  epoch {v.get('epoch')} mean EPE {_round(v.get('mean_epe'))} "
+                     f"(best {_round(v.get('best_epe'))} at epoch {v.get('best_epoch')}; "
+                     f"{v.get('bad_epochs')}/{v.get('patience')} without improvement)")
     if info["resumes"]:
         lines.append(f"resumed:    {info['resumes']} time(s) from a checkpoint")
     if info["run_end"]:
@@ -129,7 +163,7 @@ def cancel(run_dir: Path) -> list[str]:
         cancelled += live
     for r in records:
         pid = r.get("pid")
-        if r.get("executor") == "local" and pid and _pid_alive(int(pid)):
+        if r.get("executor") == "local" and pid and pid_alive(int(pid)):
             # submitit's local controller forwards SIGTERM to the job, which forwards it to the trainer.
             os.kill(int(pid), signal.SIGTERM)
             cancelled.append(str(r["job_id"]))

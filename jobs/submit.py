@@ -18,54 +18,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from edgeflow import config as efconfig
 from edgeflow import rundir
-from jobs.gate import GateResult, run_gate
-from jobs.node import NodeJob, NodeSpec, trainer_command
-from jobs.profile import ClusterProfile
-from jobs.sweep import Element
 
-SUBMITTED_CONFIG = "submitted_config.yaml"
-SUBMISSIONS_FILE = "submissions.json"
-SWEEPS_DIR = "_sweeps"
-# Job id -> run directory, for `status JOB_ID` after SLURM has forgotten the job.
-INDEX_ENV = "EDGEFLOW_JOBS_INDEX"
-
-
-def index_path() -> Path:
-    if os.environ.get(INDEX_ENV):
-        return Path(os.environ[INDEX_ENV])
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "edgeflow" / "jobs.jsonl"
-
-
-def index_lookup(job_id: str) -> Path | None:
-    try:
-        lines = index_path().read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if str(entry.get("job_id")) == job_id:
-            return Path(entry["run_dir"])
-    return None
-
-
-def _index_add(job_id: str, run_dir: Path) -> None:
-    path = index_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"job_id": job_id, "run_dir": str(run_dir), "time": time.time()}) + "\n")
-    except OSError as exc:  # a read-only home must not fail a submission that already happened
-        print(f"jobs: could not record job {job_id} in {path}: {exc}", file=sys.stderr)
+from .gate import GateResult, run_gate
+from .launch import NodeSpec, container_binds, trainer_command
+from .node import NodeJob
+from .profile import ClusterProfile
+from .records import (
+    SUBMITTED_CONFIG,
+    SWEEPS_DIR,
+    active_jobs,
+    index_add,
+    record_submission,
+    squeue_states,
+)
+from .sweep import Element
 
 
 class SubmitError(RuntimeError):
@@ -103,9 +75,9 @@ def slurm_parameters(profile: ClusterProfile, job_name: str, comment: str = "",
     if s.gpus_per_node:
         params["gpus_per_node"] = s.gpus_per_node
     if s.mem_gb:
-        from submitit.slurm.slurm import _convert_mem  # the same rounding submitit applies
-
-        params["mem"] = _convert_mem(s.mem_gb)
+        # sbatch's --mem: whole GB as such, otherwise MB (what submitit's mem_gb writes; the golden test
+        # of the batch script catches a change).
+        params["mem"] = f"{int(s.mem_gb)}GB" if float(s.mem_gb).is_integer() else f"{int(s.mem_gb * 1024)}MB"
     if s.setup:
         params["setup"] = list(s.setup)
     if comment:
@@ -137,61 +109,57 @@ def batch_script(profile: ClusterProfile, folder: Path, job_name: str, comment: 
     return _make_sbatch_string(command=submitit_command(folder), folder=folder, **params)
 
 
-# -- run-directory records -----------------------------------------------------------------------
-
-def submissions(run_dir: Path) -> list[dict[str, Any]]:
-    data = rundir.read_json(Path(run_dir) / rundir.JOBS_DIR / SUBMISSIONS_FILE)
-    return list(data.get("submissions", [])) if data else []
-
-
-def record_submission(run_dir: Path, record: dict[str, Any]) -> None:
-    path = Path(run_dir) / rundir.JOBS_DIR / SUBMISSIONS_FILE
-    entries = submissions(run_dir) + [record]
-    rundir.atomic_write_json(path, {"submissions": entries})
-
-
-def squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """State of each job id SLURM still knows (pending, running, ...); absent ids have left the queue."""
-    if not job_ids or shutil.which("squeue") is None:
-        return {}
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, timeout=30)
-    states: dict[str, str] = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            states[parts[0]] = parts[1]
-    return states
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child of this process is a zombie until reaped
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def active_jobs(run_dir: Path) -> dict[str, str]:
-    """Jobs of earlier submissions to this run directory that are still queued or running."""
-    records = submissions(run_dir)
-    slurm_ids = [r["job_id"] for r in records if r.get("executor") == "slurm"]
-    active = {jid: st for jid, st in squeue_states(slurm_ids).items() if st not in ("COMPLETED", "FAILED")}
-    for r in records:
-        if r.get("executor") == "local" and r.get("pid") and _pid_alive(int(r["pid"])):
-            active[r["job_id"]] = "RUNNING"
-    return active
-
-
 # -- the gate and the submission -----------------------------------------------------------------
 
 def gate_all(elements: list[Element]) -> list[tuple[Element, GateResult]]:
     return [(el, run_gate(el.cfg)) for el in elements]
+
+
+def check_binds(elements: list[Element], profile: ClusterProfile) -> None:
+    """Refuse (launch.BindError, a ConfigError) a folder the image could not be given, before queueing."""
+    if not profile.uses_container:
+        return
+    for el in elements:
+        container_binds(_spec(el, el.run_dir / rundir.JOBS_DIR / SUBMITTED_CONFIG, profile), el.cfg)
+
+
+class _Undo:
+    """What a submission creates, removed again when the scheduler refuses it.
+
+    submitit needs its final folder to write the pickle and the batch script, so they cannot be
+    written elsewhere and moved; instead every file and folder that did not exist before is removed,
+    and a submitted_config.yaml of an earlier submission gets its old text back.
+    """
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.before: dict[Path, set[str] | None] = {}
+        self.configs: dict[Path, bytes] = {}
+        for folder in folders:
+            top = folder
+            while not top.parent.exists():
+                top = top.parent
+            self.before.setdefault(top, None if not top.exists() else set(os.listdir(top)))
+            if folder.is_dir():
+                self.before[folder] = set(os.listdir(folder))
+                config = folder / SUBMITTED_CONFIG
+                if config.is_file():
+                    self.configs[config] = config.read_bytes()
+
+    def undo(self) -> None:
+        for folder, names in self.before.items():
+            if names is None:
+                shutil.rmtree(folder, ignore_errors=True)
+                continue
+            if not folder.is_dir():
+                continue
+            for name in set(os.listdir(folder)) - names:
+                path = folder / name
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        for config, data in self.configs.items():
+            rundir.atomic_write_bytes(config, data)
 
 
 def _write_config(el: Element) -> Path:
@@ -216,9 +184,9 @@ def _executor(profile: ClusterProfile, folder: Path, job_name: str, comment: str
     if shutil.which("sbatch") is None:
         raise SubmitError(f"cluster profile {profile.name}: executor slurm, but sbatch is not on PATH "
                           "(run this on a login node, or use --cluster local)")
-    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.slurm.max_requeues)
-    ex.update_parameters(**slurm_parameters(profile, job_name, comment, array_parallelism))
-    return ex
+    slurm = submitit.SlurmExecutor(folder=folder, max_num_timeout=profile.slurm.max_requeues)
+    slurm.update_parameters(**slurm_parameters(profile, job_name, comment, array_parallelism))
+    return slurm
 
 
 @contextlib.contextmanager
@@ -253,7 +221,7 @@ def submit(elements: list[Element], profile: ClusterProfile,
             raise SubmitError(f"run {el.run_dir} already has a job in the queue: {listing}; two trainers "
                               f"must not share a run directory. Cancel it (python -m jobs cancel "
                               f"{el.run_dir}) or choose another runtime.experiment_name")
-    specs = [_spec(el, _write_config(el), profile) for el in elements]
+    check_binds(elements, profile)
     if len(elements) == 1:
         folder = elements[0].run_dir / rundir.JOBS_DIR
         name = elements[0].experiment
@@ -261,24 +229,42 @@ def submit(elements: list[Element], profile: ClusterProfile,
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = Path(elements[0].cfg.runtime.output_root) / SWEEPS_DIR / f"{elements[0].experiment}-{stamp}"
         name = f"sweep-{elements[0].experiment}"
+    undo = _Undo([*(el.run_dir / rundir.JOBS_DIR for el in elements), folder])
+    try:
+        return _queue(elements, profile, folder, name, array_parallelism)
+    except BaseException:
+        # A refused (or interrupted) submission must not leave a run folder `jobs status` calls unknown.
+        undo.undo()
+        raise
+
+
+def _queue(elements: list[Element], profile: ClusterProfile, folder: Path, name: str,
+           array_parallelism: int | None) -> list[Submitted]:
+    specs = [_spec(el, _write_config(el), profile) for el in elements]
     comment = str(elements[0].run_dir) if len(elements) == 1 else str(folder)
+    jobs = submit_specs(specs, profile, folder, name, comment, array_parallelism)
+    return _record(elements, jobs, profile, folder)
+
+
+def submit_specs(specs: list[NodeSpec], profile: ClusterProfile, folder: Path, name: str, comment: str,
+                 array_parallelism: int | None) -> list[Any]:
+    """One submitit job per spec (an array when there are several); SubmitError when sbatch refuses."""
     ex = _executor(profile, folder, name, comment, array_parallelism)
     stdio = _detached_stdio() if profile.executor == "local" else contextlib.nullcontext()
     try:
         with stdio:
             if len(specs) == 1:
-                jobs = [ex.submit(NodeJob(specs[0]))]
-            else:
-                jobs = []
-                with ex.batch():
-                    for spec in specs:
-                        jobs.append(ex.submit(NodeJob(spec)))
+                return [ex.submit(NodeJob(specs[0]))]
+            jobs = []
+            with ex.batch():
+                for spec in specs:
+                    jobs.append(ex.submit(NodeJob(spec)))
+            return jobs
     except (FailedJobError, FailedSubmissionError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", None) or str(exc)
         if isinstance(detail, bytes):
             detail = detail.decode(errors="replace")
         raise SubmitError(f"sbatch refused the job: {detail.strip()}") from None
-    return _record(elements, jobs, profile, folder)
 
 
 def _record(elements: list[Element], jobs: list[Any], profile: ClusterProfile, folder: Path) -> list[Submitted]:
@@ -300,11 +286,10 @@ def _record(elements: list[Element], jobs: list[Any], profile: ClusterProfile, f
             "config": str(jobs_dir / SUBMITTED_CONFIG), "folder": str(folder), "stdout": str(stdout),
             "stderr": str(stderr),
         }
-        process = getattr(job, "_process", None)
-        if process is not None:
-            record["pid"] = process.pid
+        if profile.executor == "local":
+            record["pid"] = int(job.job_id)  # what `jobs status` and `jobs cancel` check and signal
         record_submission(el.run_dir, record)
-        _index_add(job_id, el.run_dir)
+        index_add(job_id, el.run_dir)
         out.append(Submitted(el, job_id, stdout, stderr, folder, job))
     return out
 
@@ -344,18 +329,34 @@ def dry_run_text(elements: list[Element], profile: ClusterProfile, array_paralle
     return "\n".join(parts)
 
 
-def wait(subs: list[Submitted], executor: str, poll_s: float = 5.0) -> dict[str, str]:
-    """Block until every job left the queue (or its local process ended); run status per experiment."""
+def wait(subs: list[Submitted], executor: str, poll_s: float = 5.0,
+         stream: TextIO | None = None) -> dict[str, str]:
+    """Block until every job left the queue (or its local process ended); run status per experiment.
+
+    With `stream`, the jobs' logs (the trainer's progress lines among them) are copied to it as they
+    grow, prefixed with the experiment when there are several jobs."""
+    from .logs import Follower
+
+    followers = [Follower(s.element.run_dir) for s in subs] if stream is not None else []
+
+    def copy_logs() -> None:
+        for sub, follower in zip(subs, followers, strict=False):
+            for _, text in follower.poll():
+                print(f"[{sub.element.experiment}] {text}" if len(subs) > 1 else text, file=stream)
+        if stream is not None:
+            stream.flush()
+
     while True:
         if executor == "local":
-            running = [s for s in subs if s.job is not None and s.job._process is not None
-                       and s.job._process.poll() is None]
+            running = [s for s in subs if s.job is not None and not s.job.done()]
         else:
             states = squeue_states([s.job_id for s in subs])
             running = [s for s in subs if s.job_id in states]
+        copy_logs()
         if not running:
             break
         time.sleep(poll_s)
+    copy_logs()
     result = {}
     for s in subs:
         run = rundir.read_json(rundir.RunPaths(s.element.run_dir).run) or {}

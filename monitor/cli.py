@@ -10,12 +10,18 @@ import threading
 import time
 from pathlib import Path
 
-from monitor.export import Exporter, HttpExporter, PushExporter, TextfileExporter, parse_listen, render
-from monitor.observe import OBSERVER_KINDS, WakeHandler, Watches, choose_observer, make_observer
-from monitor.sidecar import Sidecar
+from edgeflow.console import console_logger
+
+from .export import Exporter, HttpExporter, PushExporter, TextfileExporter, parse_listen, render
+from .observe import OBSERVER_KINDS, WakeHandler, Watches, choose_observer, make_observer
+from .sidecar import Sidecar
 
 # Longest delay between a SIGTERM and the start of the final export.
 STOP_CHECK_SECONDS = 0.5
+# Exit code of `--once` when the export failed (a file not written, a push refused): cron and tests see it.
+EXIT_EXPORT_FAILED = 1
+
+log = console_logger("monitor", "monitor: %(message)s")  # stderr: stdout is for --print
 
 EPILOG = """\
 examples:
@@ -71,16 +77,16 @@ def _exporter(args: argparse.Namespace, sidecar: Sidecar) -> Exporter:
         host, port = parse_listen(args.http)
         exporter = HttpExporter(sidecar, host, port)
         shown = f"[{host}]" if ":" in host else host
-        print(f"monitor: serving http://{shown}:{exporter.port}/metrics", file=sys.stderr, flush=True)
+        log.info("serving http://%s:%s/metrics", shown, exporter.port)
         return exporter
     if args.textfile is not None:
-        exporter = TextfileExporter(Path(args.textfile), _textfile_name(args))
-        print(f"monitor: writing {exporter.path}", file=sys.stderr, flush=True)
-        return exporter
+        textfile = TextfileExporter(Path(args.textfile), _textfile_name(args))
+        log.info("writing %s", textfile.path)
+        return textfile
     if args.pushgateway is not None:
         if not args.pushgateway.startswith(("http://", "https://")):
             raise ValueError(f"--pushgateway expects an http(s) URL, got {args.pushgateway!r}")
-        print(f"monitor: pushing to {args.pushgateway}", file=sys.stderr, flush=True)
+        log.info("pushing to %s", args.pushgateway)
         return PushExporter(args.pushgateway, instance=args.instance, refresh=args.push_refresh)
     return Exporter()
 
@@ -121,14 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exporter = _exporter(args, sidecar)
     except (ValueError, OSError) as exc:
-        print(f"monitor: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     for path in watched:
         if not path.exists():
-            print(f"monitor: {path} does not exist yet; waiting for it", file=sys.stderr, flush=True)
+            log.info("%s does not exist yet; waiting for it", path)
     try:
         if args.once:
+            errors = sidecar.health.export_errors
             exporter.export(sidecar, sidecar.scan())
+            if sidecar.health.export_errors > errors:
+                log.error("--once: the export failed (see above); nothing or not everything was written")
+                return EXIT_EXPORT_FAILED
             return 0
         return _loop(args, sidecar, exporter, observer_kind)
     finally:
@@ -150,8 +160,7 @@ def _loop(args: argparse.Namespace, sidecar: Sidecar, exporter: Exporter, observ
     targets = {Path(p).resolve(): False for p in args.run} | {Path(p).resolve(): True for p in args.root}
     watches.update(targets)
     observer.start()
-    print(f"monitor: observer {observer_kind}, watching {', '.join(map(str, watches.watched))}",
-          file=sys.stderr, flush=True)
+    log.info("observer %s, watching %s", observer_kind, ", ".join(map(str, watches.watched)))
     try:
         while not stop.is_set():
             wake.clear()
@@ -167,7 +176,7 @@ def _loop(args: argparse.Namespace, sidecar: Sidecar, exporter: Exporter, observ
     finally:
         observer.stop()
         observer.join(timeout=5)
-    print("monitor: stopped", file=sys.stderr, flush=True)
+    log.info("stopped")
     return 0
 
 

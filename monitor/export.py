@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import delete_from_gateway, generate_latest, push_to_gateway, start_http_server
 
-from edgeflow.rundir import atomic_write_bytes
-from monitor.metrics import HealthCollector, RunCollector, SidecarCollector, registry_for
-from monitor.sidecar import Sidecar
+from edgeflow.console import console_logger
+from edgeflow.rundir import atomic_write_bytes, clean_text
+
+from .metrics import HealthCollector, RunCollector, SidecarCollector, registry_for
+from .sidecar import Sidecar
+
+log = console_logger("monitor", "monitor: %(message)s")  # stderr: stdout is for --print
 
 DEFAULT_HTTP_HOST = "127.0.0.1"
 PUSH_JOB = "edgeflow"
@@ -85,7 +88,7 @@ class TextfileExporter(Exporter):
             self._last = data
         except OSError as exc:
             sidecar.health.export_errors += 1
-            print(f"monitor: cannot write {self.path}: {exc}", file=sys.stderr, flush=True)
+            log.warning("cannot write %s: %s", self.path, exc)
 
 
 @dataclass
@@ -115,7 +118,8 @@ class PushExporter(Exporter):
         now = time.time()
         live: set[tuple[str, str]] = set()
         for _, state in runs:
-            key = (state.experiment or "", state.job_id or "")
+            # Made valid UTF-8 like the labels (monitor/metrics.py): the grouping key goes into the URL.
+            key = (clean_text(state.experiment or ""), clean_text(state.job_id or ""))
             grouping = {"experiment": key[0], "job_id": key[1]}
             if state.ended:
                 if key not in self._deleted:
@@ -150,5 +154,5 @@ class PushExporter(Exporter):
             return True
         except Exception as exc:  # network errors of any kind must not stop the sidecar
             sidecar.health.export_errors += 1
-            print(f"monitor: pushgateway {self.url}: {exc}", file=sys.stderr, flush=True)
+            log.warning("pushgateway %s: %s", self.url, exc)
             return False

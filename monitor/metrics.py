@@ -1,4 +1,4 @@
-"""Prometheus collectors: render the sidecar's current state on each scrape/export (DESIGN §3).
+"""Prometheus collectors: render the sidecar's current state on each scrape/export (design §3).
 
 No global mutable metrics: every value is read from the RunState built from the files, so what is
 exported is always what the files say. Labels are `experiment` and `job_id` only, plus `arch` for the
@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from edgeflow.rundir import RUN_STATUSES
-from monitor.runstate import RunState
-from monitor.sidecar import Sidecar
+from edgeflow.rundir import RUN_STATUSES, clean_text
+
+from .runstate import RunState
+from .sidecar import Sidecar
 
 LABELS = ["experiment", "job_id"]
 
@@ -23,7 +24,8 @@ RUN_METRICS: list[tuple[str, str, str, Callable[[RunState], float | None]]] = [
     ("epoch", "Current epoch (latest heartbeat, epoch or eval event).", "gauge", lambda s: s.epoch),
     ("step", "Current global training step.", "gauge", lambda s: s.step),
     ("num_epochs", "Planned number of epochs.", "gauge", lambda s: s.num_epochs),
-    ("epochs_completed", "Epoch events seen in this run directory.", "counter", lambda s: s.epochs_completed),
+    ("epochs_completed", "Distinct epochs completed in this run directory (a re-run epoch counts once).",
+     "counter", lambda s: s.epochs_completed),
     ("train_loss", "Train loss, mean over the last epoch's archs and steps.", "gauge", lambda s: s.train_loss),
     ("grad_norm", "Global gradient norm before clipping, mean over the last epoch.", "gauge",
      lambda s: s.grad_norm),
@@ -42,7 +44,8 @@ RUN_METRICS: list[tuple[str, str, str, Callable[[RunState], float | None]]] = [
     ("epe_best_epoch", "Epoch of the best mean EPE.", "gauge", lambda s: s.best_epoch),
     ("epe_rising_evaluations", "Consecutive evaluations whose mean EPE rose.", "gauge",
      lambda s: s.epe_rising if s.evaluations else None),
-    ("evaluations", "Evaluations seen in this run directory.", "counter", lambda s: s.evaluations),
+    ("evaluations", "Distinct epochs evaluated in this run directory (a re-run evaluation counts once).",
+     "counter", lambda s: s.evaluations),
     ("early_stop_bad_evaluations", "Evaluations without improvement (early-stopping counter).", "gauge",
      lambda s: s.bad_epochs),
     ("early_stop_patience", "Early-stopping patience (bad evaluations that stop the run).", "gauge",
@@ -53,6 +56,7 @@ RUN_METRICS: list[tuple[str, str, str, Callable[[RunState], float | None]]] = [
      lambda s: s.nonfinite_steps),
     ("samples_per_second", "Training throughput (latest heartbeat or epoch).", "gauge",
      lambda s: s.samples_per_second),
+    ("replicas", "tf.distribute replicas training the run (1: one device).", "gauge", lambda s: s.replicas),
     ("train_samples", "Valid training samples found at start.", "gauge", lambda s: s.train_samples),
     ("val_samples", "Valid validation samples found at start.", "gauge", lambda s: s.val_samples),
     ("epoch_duration_seconds", "Wall time of the last epoch.", "gauge", lambda s: s.epoch_seconds),
@@ -65,6 +69,14 @@ RUN_METRICS: list[tuple[str, str, str, Callable[[RunState], float | None]]] = [
      lambda s: s.last_event_time),
     ("last_checkpoint_timestamp_seconds", "Time of the latest completed checkpoint.", "gauge",
      lambda s: s.last_checkpoint_time),
+    ("search_evaluations", "Archs evaluated by a ranking or search (RUN/rank|search/<name>).", "gauge",
+     lambda s: s.search_evaluations),
+    ("search_target", "Archs a ranking selected, or a search's evaluation budget.", "gauge",
+     lambda s: s.search_target),
+    ("search_best_epe", "Lowest mean EPE among the archs a ranking or search evaluated.", "gauge",
+     lambda s: s.search_best_epe),
+    ("search_front_size", "Archs on the EPE/cost Pareto front of a ranking or search.", "gauge",
+     lambda s: s.search_front_size),
     ("run_end_timestamp_seconds", "Time of the run_end event, when the run has ended.", "gauge",
      lambda s: s.end_time),
 ]
@@ -87,7 +99,7 @@ def run_families(states: Iterable[RunState]) -> Iterator:
                              labels=[*LABELS, "arch"])
     for s in states:
         for code, value in sorted(s.arch_epe.items()):
-            arch.add_metric([*labels_of(s), code], value)
+            arch.add_metric([*labels_of(s), clean_text(code)], value)
     yield arch
     status = GaugeMetricFamily(PREFIX + "run_status", "1 for the run's current status, 0 for the others.",
                                labels=[*LABELS, "status"])
@@ -100,7 +112,9 @@ def run_families(states: Iterable[RunState]) -> Iterator:
 
 
 def labels_of(s: RunState) -> list[str]:
-    return [s.experiment or "", s.job_id or ""]
+    # Label values come from event lines anyone can write; one lone surrogate would fail the UTF-8
+    # encoding of the whole scrape (HTTP 500 for every run), so each is made encodable here.
+    return [clean_text(s.experiment or ""), clean_text(s.job_id or "")]
 
 
 def health_families(sidecar: Sidecar) -> Iterator:

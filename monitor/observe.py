@@ -1,7 +1,7 @@
 """Watchdog observers: wake the sidecar when a run directory changes.
 
 inotify sees only writes made through this kernel; on shared filesystems (NFS, Lustre, GPFS, ...) the
-trainer writes from another node, so there the sidecar polls (DESIGN §3). `auto` decides from the
+trainer writes from another node, so there the sidecar polls (design §3). `auto` decides from the
 filesystem type of the watched path in /proc/mounts.
 """
 
@@ -28,6 +28,10 @@ from watchdog.events import (
 )
 from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
+
+from edgeflow.console import console_logger
+
+log = console_logger("monitor", "monitor: %(message)s")  # stderr: stdout is for --print
 
 OBSERVER_KINDS = ("auto", "inotify", "polling")
 
@@ -162,8 +166,7 @@ class Watches:
                 # Vanished meanwhile, or out of inotify watches: the periodic rescan still reads the files.
                 if key not in self._reported:
                     self._reported.add(key)
-                    print(f"monitor: cannot watch {key[0]}: {exc}; relying on --rescan-interval",
-                          file=sys.stderr, flush=True)
+                    log.warning("cannot watch %s: %s; relying on --rescan-interval", key[0], exc)
                 continue
 
     @property

@@ -1,4 +1,4 @@
-"""Values of one run, derived from its files only (DESIGN §2).
+"""Values of one run, derived from its files only (design §2).
 
 Everything here is rebuilt by replaying events.jsonl from its first line, so a restarted sidecar computes
 the same numbers as one that has been running all along: nothing is incremented across restarts.
@@ -10,24 +10,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeflow.rundir import END_STATUSES, RUN_STATUSES
+from edgeflow.rundir import END_STATUSES, RUN_STATUSES, as_float
 
 # Events that show the trainer is alive and moving (a stall is the absence of all of them).
-PROGRESS_EVENTS = ("run_start", "heartbeat", "epoch", "eval", "checkpoint")
-
-
-def as_float(value: Any) -> float | None:
-    """A numeric event field as float; the trainer writes non-finite floats as "nan"/"inf" strings."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+PROGRESS_EVENTS = ("run_start", "heartbeat", "epoch", "eval", "checkpoint", "search")
 
 
 @dataclass
@@ -53,8 +39,11 @@ class RunState:
     last_checkpoint_time: float | None = None
     end_time: float | None = None
     samples_per_second: float | None = None
-    # epoch summaries
+    replicas: float | None = None  # tf.distribute replicas of the trainer (heartbeat / run_start)
+    # epoch summaries; an epoch trained again after a crash (its events written, its checkpoint not)
+    # is counted once: the counters count distinct epochs, not epoch events
     epochs_completed: int = 0
+    epochs_seen: set[float] = field(default_factory=set)
     train_loss: float | None = None
     grad_norm: float | None = None
     grad_norm_p90: float | None = None
@@ -66,6 +55,7 @@ class RunState:
     nonfinite_by_epoch: dict[float, float] = field(default_factory=dict)
     # evaluations
     evaluations: int = 0
+    evaluated_epochs: set[float] = field(default_factory=set)
     mean_epe: float | None = None
     std_epe: float | None = None
     median_epe: float | None = None
@@ -75,6 +65,11 @@ class RunState:
     bad_epochs: float | None = None
     arch_epe: dict[str, float] = field(default_factory=dict)
     epe_rising: int = 0
+    # a ranking or a search (RUN/rank|search/<name>/events.jsonl): archs evaluated of the target
+    search_evaluations: float | None = None
+    search_target: float | None = None
+    search_best_epe: float | None = None
+    search_front_size: float | None = None
     events: int = 0
 
     @property
@@ -88,7 +83,7 @@ class RunState:
         return self.status in END_STATUSES
 
     def apply(self, event: dict[str, Any]) -> None:
-        """Fold one event into the state. Unknown events and fields are ignored (DESIGN §2)."""
+        """Fold one event into the state. Unknown events and fields are ignored (design §2)."""
         kind = event.get("event")
         when = as_float(event.get("time"))
         if when is not None and not math.isfinite(when):
@@ -139,7 +134,7 @@ def _run_start(s: RunState, e: dict[str, Any], when: float | None) -> None:
     s.end_reason = None
     s.end_time = None
     s.run_start_time = when
-    for key in ("train_samples", "val_samples", "num_epochs", "patience"):
+    for key in ("train_samples", "val_samples", "num_epochs", "patience", "replicas"):
         value = as_float(e.get(key))
         if value is not None:
             setattr(s, key, value)
@@ -149,11 +144,23 @@ def _run_start(s: RunState, e: dict[str, Any], when: float | None) -> None:
 
 
 def _heartbeat(s: RunState, e: dict[str, Any], when: float | None) -> None:
-    _set(s, e, ("epoch", "epoch"), ("step", "step"), ("samples_per_second", "samples_per_second"))
+    _set(s, e, ("epoch", "epoch"), ("step", "step"), ("samples_per_second", "samples_per_second"),
+         ("replicas", "replicas"))
+
+
+def _first_time(seen: set[float], e: dict[str, Any]) -> bool:
+    epoch = as_float(e.get("epoch"))
+    if epoch is None:
+        return True
+    if epoch in seen:
+        return False
+    seen.add(epoch)
+    return True
 
 
 def _epoch(s: RunState, e: dict[str, Any], when: float | None) -> None:
-    s.epochs_completed += 1
+    if _first_time(s.epochs_seen, e):
+        s.epochs_completed += 1
     _set(s, e, ("epoch", "epoch"), ("step", "step"), ("learning_rate", "lr"), ("train_loss", "train_loss"),
          ("grad_norm", "grad_norm"), ("grad_norm_p90", "grad_norm_p90"), ("clip_rate", "clip_rate"),
          ("fairness_gap", "fairness_gap"), ("epoch_seconds", "epoch_seconds"),
@@ -166,7 +173,8 @@ def _epoch(s: RunState, e: dict[str, Any], when: float | None) -> None:
 
 def _eval(s: RunState, e: dict[str, Any], when: float | None) -> None:
     previous = s.mean_epe
-    s.evaluations += 1
+    if _first_time(s.evaluated_epochs, e):
+        s.evaluations += 1
     _set(s, e, ("epoch", "epoch"), ("mean_epe", "mean_epe"), ("std_epe", "std_epe"),
          ("median_epe", "median_epe"), ("p90_epe", "p90_epe"), ("best_epe", "best_epe"),
          ("best_epoch", "best_epoch"), ("bad_epochs", "bad_epochs"), ("patience", "patience"))
@@ -179,6 +187,16 @@ def _eval(s: RunState, e: dict[str, Any], when: float | None) -> None:
         s.epe_rising += 1
     elif current is not None:
         s.epe_rising = 0
+
+
+def _search(s: RunState, e: dict[str, Any], when: float | None) -> None:
+    # A ranking's array elements each report; the last report is the latest total. A report after a
+    # run_end is an element (re)starting: the folder is running again.
+    s.status = "running"
+    s.end_reason = None
+    s.end_time = None
+    _set(s, e, ("search_evaluations", "evaluations"), ("search_target", "target"),
+         ("search_best_epe", "best_epe"), ("search_front_size", "front_size"))
 
 
 def _checkpoint(s: RunState, e: dict[str, Any], when: float | None) -> None:
@@ -202,4 +220,4 @@ def _set(s: RunState, e: dict[str, Any], *pairs: tuple[str, str]) -> None:
 
 
 _HANDLERS = {"run_start": _run_start, "heartbeat": _heartbeat, "epoch": _epoch, "eval": _eval,
-             "checkpoint": _checkpoint, "run_end": _run_end}
+             "checkpoint": _checkpoint, "run_end": _run_end, "search": _search}

@@ -9,20 +9,25 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeflow.console import console_logger
 from edgeflow.rundir import EVENTS_FILE, RUN_FILE, STATE_FILE, RunPaths
-from monitor.follow import EventTail, TailResult
-from monitor.runstate import RunState
+
+from .follow import EventTail, TailResult
+from .runstate import RunState
+
+log = console_logger("monitor", "monitor: %(message)s")  # stderr: stdout is for --print
 
 # Folders inside a run that never hold runs; not walked when looking for runs below --root.
 SKIP_DIRS = frozenset({"checkpoints", "jobs", "__pycache__"})
 MAX_DEPTH = 4
+# A run's rankings and searches (RUN/rank/<name>/, RUN/search/<name>/) report in their own events.jsonl.
+NESTED_DIRS = ("rank", "search")
 
 
 def is_run_dir(path: Path) -> bool:
@@ -36,6 +41,11 @@ def find_runs(root: Path, max_depth: int = MAX_DEPTH) -> list[Path]:
     def walk(directory: Path, depth: int) -> None:
         if is_run_dir(directory):
             found.append(directory)
+            for nested in NESTED_DIRS:
+                try:
+                    found.extend(p for p in sorted((directory / nested).iterdir()) if is_run_dir(p))
+                except OSError:
+                    pass
             return
         if depth >= max_depth:
             return
@@ -96,7 +106,7 @@ class RunFollower:
         except OSError as exc:
             # Unreadable (permissions, a folder in its place): say so once, keep the last values, retry later.
             if str(exc) != self.read_error:
-                print(f"monitor: cannot read {self.paths.events}: {exc}", file=sys.stderr, flush=True)
+                log.warning("cannot read %s: %s", self.paths.events, exc)
                 self.read_error = str(exc)
             result = TailResult()
         changed = result.reset or bool(result.events)
@@ -114,7 +124,7 @@ class RunFollower:
             if key is not None and data is None:
                 # Written atomically, so a bad one is a real fault; report once, keep the last good copy.
                 if name not in self.bad_json_files:
-                    print(f"monitor: {path}: not a JSON object; ignored", file=sys.stderr)
+                    log.warning("%s: not a JSON object; ignored", path)
                     self.bad_json_files.add(name)
                 continue
             self.bad_json_files.discard(name)
@@ -171,22 +181,28 @@ class Sidecar:
         """Discover runs and read what changed; True when any exported value may have changed."""
         wanted = self.discover()
         changed = False
-        with self.lock:
-            for gone in set(self.followers) - set(wanted):
-                # Only runs found below a root can disappear; an explicit --run is waited for.
+        for gone in set(self.followers) - set(wanted):
+            # Only runs found below a root can disappear; an explicit --run is waited for.
+            with self.lock:
                 del self.followers[gone]
-                changed = True
-            for directory in wanted:
-                follower = self.followers.get(directory)
-                if follower is None:
-                    follower = self.followers[directory] = RunFollower(directory)
-                    print(f"monitor: following {directory}", file=sys.stderr, flush=True)
-                run_changed, lines, malformed = follower.refresh()
-                if malformed:
-                    print(f"monitor: {follower.paths.events}: skipped {malformed} malformed line(s)",
-                          file=sys.stderr, flush=True)
+            changed = True
+        for directory in wanted:
+            follower = self.followers.get(directory)
+            new = follower is None
+            if follower is None:
+                follower = RunFollower(directory)
+                log.info("following %s", directory)
+            # Read without the lock (a first scan of many long logs takes seconds): a scrape meanwhile
+            # gets the runs read so far. Only this thread writes a follower; its state is swapped whole.
+            run_changed, lines, malformed = follower.refresh()
+            if malformed:
+                log.warning("%s: skipped %d malformed line(s)", follower.paths.events, malformed)
+            with self.lock:
+                if new:
+                    self.followers[directory] = follower
                 self.health.lines_read += lines
-                changed = changed or run_changed
+            changed = changed or run_changed
+        with self.lock:
             self.health.scans += 1
             self.health.last_scan = time.time()
         return changed
@@ -220,6 +236,6 @@ class Sidecar:
                 best[key] = (follower, state)
             if dropped.dir not in self.duplicates_reported:
                 self.duplicates_reported.add(dropped.dir)
-                print(f"monitor: {dropped.dir}: same experiment and job id as another run directory "
-                      f"({key[0]}, {key[1]}); not exported", file=sys.stderr, flush=True)
+                log.warning("%s: same experiment and job id as another run directory (%s, %s); not exported",
+                            dropped.dir, key[0], key[1])
         return list(best.values())

@@ -8,6 +8,7 @@ command -v slurmctld >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || need+=(prometheus-pushgateway)  # monitor push tests
+command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)  # alert routing test
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)  # `make setup` needs it
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (Debian packages)"

@@ -7,13 +7,11 @@ skip with the reason, but under EDGEFLOW_REQUIRE_SERVICES=1 (set by CI) a missin
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from tests.helpers import REPO
 
 
 def require_service(available: bool, reason: str) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgeflow.model.cost import arch_info, main, supernet_params
+from edgeflow.commands.arch_info import main
+from edgeflow.model.cost import arch_info, supernet_params
 from edgeflow.nas.arch import BASELINE_ARCH, BLOCK_NAMES, format_arch, parse_arch
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 REPO_ARCHS = ["000000000", "222222222", "012012012", "210210210", BASELINE_ARCH]
 
 

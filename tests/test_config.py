@@ -10,8 +10,7 @@ import yaml
 
 from edgeflow import config
 from edgeflow.config import ConfigError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def write(tmp_path: Path, raw: object) -> Path:
@@ -45,14 +44,16 @@ def test_eval_pool_covers_every_option_of_every_block() -> None:
         ({"train": {"batch_size": "8"}}, "train.batch_size: expected an integer"),
         ({"train": {"batch_size": True}}, "train.batch_size: expected an integer"),
         ({"train": {"lr": "fast"}}, "train.lr: expected a number"),
-        ({"train": {"mixed_precision": "yes"}}, "train.mixed_precision: expected true or false"),
+        ({"train": {"mixed_precision": "yes"}}, "train.mixed_precision: must be false, float16 (or true) or bfloat16"),
+        ({"train": {"mixed_precision": 16}}, "train.mixed_precision: expected a string"),
         ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1"),
         ({"train": {"batch_size": 32, "micro_batch_size": 5}}, "train.micro_batch_size: 5 does not divide"),
         ({"train": {"archs_per_step": 2}}, "train.archs_per_step"),
         ({"eval": {"bn_recal_batches": 0}}, "eval.bn_recal_batches: must be >= 1"),
         ({"eval": {"pool": ["00000000x"]}}, "eval.pool[0]: arch code must be 9 digits"),
         ({"eval": {"pool": "000000000"}}, "eval.pool: expected a list"),
-        ({"data": {"val_dir": "data/FlyingChairs2/test"}}, "data.val_dir: 'data/FlyingChairs2/test' is named like a test split"),
+        ({"data": {"val_dir": "data/FlyingChairs2/test"}},
+         "data.val_dir: 'data/FlyingChairs2/test' is named like a test split"),
         ({"data": {"val_dir": ""}}, "data.val_dir: is empty and data.holdout_samples is 0"),
         ({"train": 5}, "train: expected a mapping"),
     ],

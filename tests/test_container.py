@@ -1,15 +1,14 @@
-"""container/: the Apptainer definition checked statically, its commands run outside the container.
+"""container/: the Apptainer definition checked statically against the profiles and the lock, and its
+section commands run outside the container.
 
-Apptainer cannot be installed here. The definition is parsed by container/deffile.py; %runscript,
-%test and the version check of %post run with bash on this machine (paths of %files mapped back to
-the repository); `make image` / `make image-check` run for real against a stand-in `apptainer`
-(a small Python script put first on PATH) that records its arguments, renders the labels with the
-same templating and writes a fake image.
+Apptainer cannot be installed here. The definition is parsed by jobs/deffile.py with the build
+arguments jobs/image.py derives from a cluster profile and constraints.txt; %runscript, %test,
+%environment and the version check of %post run with bash on this machine (paths of %files mapped
+back to the repository). Building and checking through `make` is in tests/test_image.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -19,26 +18,31 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from packaging.requirements import Requirement
+
+from jobs import cuda_lines, deffile
+from jobs import image as jimage
+from jobs.profile import load as load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-sys.path.insert(0, str(REPO / "container"))
-import deffile  # noqa: E402
-
-from jobs import gpu_driver  # noqa: E402
-
 DEF = REPO / "container" / "edgeflow.def"
-REQUIRED_SECTIONS = {"arguments", "labels", "files", "post", "environment", "runscript", "test", "help"}
+REQUIRED_SECTIONS = {"labels", "files", "post", "environment", "runscript", "test", "help"}
 VENV_BIN = str(Path(PYTHON).parent)
 # Bootstrap tools: present in every environment, left out of `pip freeze`, never pinned.
 BOOTSTRAP = {"pip", "setuptools", "wheel"}
+# A dotted number not part of a longer word: 2.21.0, 12.5, 525.60.13 (not 3bf863cc.pub, not x.y).
+VERSION_LITERAL = re.compile(r"(?<![\w.])\d+\.\d+(?:\.\d+)*(?![\w])")
+PROFILES = ("genius", "ci")
+
+
+def _plan(name: str) -> jimage.BuildPlan:
+    return jimage.plan_build(load_profile(name), build_date="2026-11-26T10:00:00Z")
 
 
 @pytest.fixture(scope="module")
 def definition() -> deffile.DefFile:
-    return deffile.load(DEF)
+    return deffile.load(DEF, _plan("genius").build_args)
 
 
 @pytest.fixture(scope="module")
@@ -70,28 +74,65 @@ def _run_bash(script: str, *args: str, cwd: Path, timeout: float = 300) -> subpr
 # --- the definition, statically ----------------------------------------------------------------
 
 
-def test_header_is_docker_bootstrap_from_a_pinned_tensorflow_gpu_image(definition, constraints):
-    assert definition.header["bootstrap"] == "docker"
-    assert definition.header["from"] == definition.arguments["base"]
-    ref = deffile.parse_image_ref(definition.header["from"])
-    assert ref.name == "tensorflow/tensorflow"
-    assert ref.pinned and ref.tag != "latest"
-    assert ref.tag == f"{constraints['tensorflow']}-gpu"
+def test_no_version_literal_is_left_in_the_definition():
+    text = DEF.read_text()
+    found = [(n, m.group(0)) for n, line in enumerate(text.splitlines(), 1) for m in VERSION_LITERAL.finditer(line)]
+    assert not found, f"edgeflow.def has version literals (line, text): {found}; take them as build arguments"
+    # The check itself finds what it is meant to find.
+    assert VERSION_LITERAL.findall("TensorFlow 2.21.0, CUDA 12.5, driver 525.60.13, 3bf863cc.pub x.y") == [
+        "2.21.0", "12.5", "525.60.13"]
 
 
-def test_every_required_section_is_there(definition):
-    missing = REQUIRED_SECTIONS - set(definition.sections)
-    assert not missing, f"edgeflow.def lacks %{', %'.join(sorted(missing))}"
-    for name in REQUIRED_SECTIONS:
-        assert definition.section(name).body.strip(), f"%{name} is empty"
+def test_the_definition_takes_every_version_as_a_build_argument():
+    names = deffile.template_names(DEF.read_text())
+    assert {"bootstrap", "base", "tensorflow", "cuda", "cudnn", "min_driver", "native_driver", "cuda_compat",
+            "edgeflow_version", "build_date", "cluster"} <= names
+    # No defaults: a build without the arguments is an error, never a silent old version.
+    with pytest.raises(deffile.DefFileError, match="no value for"):
+        deffile.load(DEF)
 
 
-def test_labels_agree_with_the_pins_and_with_the_tensorflow_wheel(definition, constraints):
-    labels = definition.labels
-    tf_pin = constraints["tensorflow"]
-    base_tag = deffile.parse_image_ref(definition.arguments["base"]).tag
-    assert labels["edgeflow.tensorflow"] == tf_pin == base_tag.split("-")[0]
-    # The installed tensorflow==2.21.0 wheel states its CUDA libraries in its and-cuda extra.
+@pytest.mark.parametrize("name", PROFILES)
+def test_labels_checks_smoke_flags_and_help_derive_from_the_build_arguments(name):
+    plan = _plan(name)
+    args = plan.build_args
+    d = deffile.load(DEF, args)
+    assert d.header["bootstrap"] == args["bootstrap"] == "docker"
+    assert d.header["from"] == args["base"]
+    for key, value in plan.expected_labels().items():
+        assert d.labels[key] == value, key
+    assert d.labels["edgeflow.build_date"] == "2026-11-26T10:00:00Z"
+    post = d.section("post").body.replace("\\\n", " ")
+    assert f'if [ "$base_tf" != "{args["tensorflow"]}" ]' in post
+    smoke = next(ln for ln in post.splitlines() if "smoke_test.py --build-only" in ln)
+    for flag in ("tensorflow", "cuda", "cudnn"):
+        assert f"--{flag}={args[flag]}" in smoke
+    assert f"--edgeflow={args['edgeflow_version']}" in smoke
+    help_ = d.section("help").body
+    assert f"TensorFlow {args['tensorflow']}, CUDA {args['cuda']}, cuDNN {args['cudnn']}" in help_
+    assert f"driver {args['min_driver']} or newer" in help_ and f"CLUSTER={name}" in help_
+    assert "{{" not in json.dumps(d.labels) + post + help_
+
+
+def test_two_profiles_give_different_images_from_one_definition():
+    gpu, cpu = _plan("genius").build_args, _plan("ci").build_args
+    assert gpu["tensorflow"] == cpu["tensorflow"]  # one lock
+    assert (gpu["base"], gpu["cuda"], gpu["min_driver"]) == ("tensorflow/tensorflow:2.21.0-gpu", "12.5", "525.60.13")
+    assert (cpu["base"], cpu["cuda"], cpu["min_driver"]) == ("tensorflow/tensorflow:2.21.0", "none", "none")
+
+
+def test_the_tensorflow_version_comes_from_the_lock(tmp_path):
+    lock = tmp_path / "constraints.txt"
+    lock.write_text((REPO / "constraints.txt").read_text().replace("tensorflow==2.21.0", "tensorflow==2.20.0"))
+    plan = jimage.plan_build(load_profile("genius"), lock=lock)
+    assert plan.build_args["tensorflow"] == "2.20.0"
+    assert plan.build_args["base"] == "tensorflow/tensorflow:2.20.0-gpu"
+    assert deffile.load(DEF, plan.build_args).labels["edgeflow.tensorflow"] == "2.20.0"
+
+
+def test_genius_states_the_facts_of_this_tensorflow(constraints):
+    """image.cuda / image.cudnn / image.min_driver of the shipped GPU profile against the wheel and NVIDIA."""
+    genius = load_profile("genius").image
     cuda_reqs = {}
     for text in md.requires("tensorflow") or []:
         req = Requirement(text)
@@ -99,22 +140,18 @@ def test_labels_agree_with_the_pins_and_with_the_tensorflow_wheel(definition, co
             cuda_reqs[req.name] = req.specifier
     runtime = str(cuda_reqs["nvidia-cuda-runtime-cu12"]).split(">=")[1].split(",")[0]
     cudnn = str(cuda_reqs["nvidia-cudnn-cu12"]).split(">=")[1].split(",")[0]
-    assert labels["edgeflow.cuda"] == ".".join(runtime.split(".")[:2])
-    assert labels["edgeflow.cudnn"] == ".".join(cudnn.split(".")[:2])
-    assert labels["edgeflow.cuda_line"] == labels["edgeflow.cuda"].split(".")[0]
-    assert labels["edgeflow.min_driver"] == gpu_driver.CUDA_LINES[labels["edgeflow.cuda_line"]][0]
-    assert labels["edgeflow.version"] == _pyproject("version") == md.version("edgeflow")
-    assert labels["edgeflow.base_image"] == definition.arguments["base"]
-    assert "edgeflow.build_date" in labels
+    assert genius.cuda == ".".join(runtime.split(".")[:2])
+    assert genius.cudnn == ".".join(cudnn.split(".")[:2])
+    assert genius.min_driver == cuda_lines.LINES[genius.cuda.split(".")[0]].min_driver == "525.60.13"
+    assert md.version("tensorflow") == constraints["tensorflow"]
 
 
-def test_build_args_fill_the_labels():
-    d = deffile.load(DEF, {"min_driver": "535.54.03", "build_date": "2026-11-26T10:00:00Z",
-                           "base": "tensorflow/tensorflow:2.21.0-gpu@sha256:" + "a" * 64})
-    assert d.labels["edgeflow.min_driver"] == "535.54.03"
-    assert d.labels["edgeflow.build_date"] == "2026-11-26T10:00:00Z"
-    assert d.header["from"].endswith("@sha256:" + "a" * 64)
-    assert "{{" not in d.section("post").body
+def test_every_required_section_is_there(definition):
+    missing = REQUIRED_SECTIONS - set(definition.sections)
+    assert not missing, f"edgeflow.def lacks %{', %'.join(sorted(missing))}"
+    for name in REQUIRED_SECTIONS:
+        assert definition.section(name).body.strip(), f"%{name} is empty"
+    assert "smoke_test.py" in definition.section("test").body
 
 
 def test_the_image_installs_the_lock_ci_uses(definition):
@@ -204,6 +241,7 @@ def test_runscript_ignores_an_edgeflow_folder_in_the_working_directory(definitio
     assert "arch-info" in proc.stdout
 
 
+@pytest.mark.slow
 def test_test_section_trains_one_step_on_cpu(definition, tmp_path):
     proc = _run_bash(_from_files(definition.section("test").body, definition), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -222,13 +260,14 @@ def test_smoke_test_fails_without_a_gpu_when_one_is_required(tmp_path):
     assert "sees no GPU" in proc.stderr
 
 
+@pytest.mark.slow
 def test_post_version_check_passes_with_this_tensorflow_and_catches_a_wrong_label(definition, tmp_path):
     post = definition.section("post").body.replace("\\\n", " ")
     line = next(ln for ln in post.splitlines() if "smoke_test.py --build-only" in ln)
     proc = _run_bash(_from_files(line.strip(), definition), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "tensorflow 2.21.0" in proc.stdout
-    wrong = _run_bash(_from_files(line.strip().replace("--cuda 12.5", "--cuda 11.8"), definition), cwd=tmp_path)
+    wrong = _run_bash(_from_files(line.strip().replace("--cuda=12.5", "--cuda=11.8"), definition), cwd=tmp_path)
     assert wrong.returncode == 1
     assert "labelled CUDA 11.8" in wrong.stderr
 
@@ -238,6 +277,42 @@ def test_environment_section_sets_the_image_for_run_json(definition, tmp_path):
     env = {"PATH": os.environ["PATH"], "APPTAINER_CONTAINER": "/images/edgeflow.sif"}
     proc = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert proc.stdout == "/images/edgeflow.sif|1"
+
+
+@pytest.mark.parametrize("driver, compat_used", [("470.82.01", True), ("525.60.13", False), ("550.54.14", False),
+                                                 (None, False)])
+def test_environment_loads_cuda_compat_only_below_the_lines_driver(definition, tmp_path, driver, compat_used):
+    """The image's cuda-compat libraries and the node's /proc/driver/nvidia/version mapped into tmp_path."""
+    compat = tmp_path / "cuda-compat"
+    compat.mkdir()
+    version = tmp_path / "nvidia-version"
+    if driver:
+        version.write_text(f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {driver}  Tue Jun  6 22:20:39 UTC 2023\n"
+                           "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
+    body = (definition.section("environment").body.replace("/opt/edgeflow/cuda-compat", str(compat))
+            .replace("/proc/driver/nvidia/version", str(version)))
+    env = {"PATH": os.environ["PATH"], "LD_LIBRARY_PATH": "/.singularity.d/libs"}
+    proc = subprocess.run(["sh", "-c", body + '\nprintf "%s" "$LD_LIBRARY_PATH"'], env=env, capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    expected = f"{compat}:/.singularity.d/libs" if compat_used else "/.singularity.d/libs"
+    assert proc.stdout == expected
+
+
+def test_post_installs_cuda_compat_for_the_images_cuda_only_when_asked(tmp_path):
+    profile = tmp_path / "compat.yaml"
+    profile.write_text((REPO / "configs/clusters/genius.yaml").read_text()
+                       .replace('min_driver: "525.60.13"', 'min_driver: "470.57.02"')
+                       .replace("cuda_compat: false", "cuda_compat: true"))
+    args = jimage.plan_build(load_profile(profile)).build_args
+    assert (args["cuda_compat"], args["min_driver"], args["native_driver"]) == ("1", "470.57.02", "525.60.13")
+    d = deffile.load(DEF, args)
+    post = d.section("post").body
+    block = post[post.index('if [ "1" = 1 ]'):]
+    assert "cuda-compat-$(echo '12.5' | tr . -)" in block and "/usr/local/cuda-12.5/compat" in block
+    assert subprocess.run(["sh", "-n", "-c", post], capture_output=True).returncode == 0
+    assert d.labels["edgeflow.cuda_compat"] == "1"
+    assert 'if [ "0" = 1 ]' in deffile.load(DEF, _plan("genius").build_args).section("post").body
 
 
 # --- the parser's errors --------------------------------------------------------------------------
@@ -261,7 +336,7 @@ def test_bad_definitions_are_errors(text, message):
 
 def test_unknown_build_arg_is_an_error():
     with pytest.raises(deffile.DefFileError, match="build args cuda_version are not used"):
-        deffile.load(DEF, {"cuda_version": "12.4"})
+        deffile.load(DEF, {**_plan("genius").build_args, "cuda_version": "12.4"})
 
 
 def test_missing_definition_names_the_file(tmp_path):
@@ -290,189 +365,3 @@ def test_bad_digest_and_bad_constraint_lines(tmp_path):
     bad.write_text("numpy==2.4.6\nrequests>=2\n")
     with pytest.raises(deffile.DefFileError, match=r"c.txt:2: expected 'name==version'"):
         deffile.read_constraints(bad)
-
-
-# --- make image / make image-check ---------------------------------------------------------------
-
-STAND_IN = '''#!{python}
-"""Stand-in apptainer: records its calls; `build` renders the labels like Apptainer and writes them
-as the "image"; `inspect` prints them in Apptainer's JSON layout; `test` and `exec` succeed."""
-import json, os, sys
-sys.path.insert(0, {container!r})
-import deffile
-args = sys.argv[1:]
-with open({log!r}, "a") as log:
-    log.write(json.dumps({{"args": args, "cwd": os.getcwd()}}) + "\\n")
-if args == ["--version"]:
-    print(os.environ.get("STAND_IN_VERSION", "apptainer version 1.3.4"))
-elif args[0] == "build":
-    if os.environ.get("STAND_IN_FAIL"):
-        sys.exit("FATAL: stand-in build failure")
-    build_args = dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--build-arg")
-    d = deffile.load(args[-1], build_args)
-    with open(args[-2], "w") as f:
-        json.dump(d.labels, f)
-elif args[0] == "inspect":
-    with open(args[-1]) as f:
-        print(json.dumps({{"data": {{"attributes": {{"labels": json.load(f)}}}}, "type": "container"}}))
-elif args[0] in ("test", "exec"):
-    pass
-else:
-    sys.exit("stand-in apptainer: unexpected " + " ".join(args))
-'''
-
-
-@pytest.fixture()
-def stand_in(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "apptainer.log"
-    exe = bin_dir / "apptainer"
-    exe.write_text(STAND_IN.format(python=PYTHON, container=str(REPO / "container"), log=str(log)))
-    exe.chmod(0o755)
-    return bin_dir, log
-
-
-def _profile(tmp_path: Path, **image) -> tuple[Path, Path]:
-    sif = tmp_path / "images" / "edgeflow.sif"
-    data = yaml.safe_load((REPO / "configs" / "clusters" / "ci.yaml").read_text())
-    data["container"]["image"] = str(sif)
-    data["image"].update(image)
-    path = tmp_path / "cluster.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path, sif
-
-
-def _make(target: str, cluster: Path | str, path: str, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", "--no-print-directory", target, f"CLUSTER={cluster}"], cwd=REPO,
-                          env={**os.environ, "PATH": path, **env}, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.parametrize("target", ["image", "image-check"])
-def test_make_says_apptainer_is_missing(target, tmp_path):
-    profile, sif = _profile(tmp_path)
-    proc = _make(target, profile, "/usr/bin:/bin")
-    assert proc.returncode != 0
-    assert "apptainer is not installed" in proc.stderr
-    assert "Error 127" in proc.stderr  # make's report of the script's exit code
-    assert not sif.exists()
-
-
-def test_make_image_builds_with_the_profile_and_prints_labels_and_checksum(tmp_path, stand_in):
-    bin_dir, log = stand_in
-    profile, sif = _profile(tmp_path, base="tensorflow/tensorflow:2.21.0-gpu", min_driver="535.54.03",
-                            build_flags=["--fakeroot", "--force"])
-    proc = _make("image", profile, f"{bin_dir}:/usr/bin:/bin")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    calls = [json.loads(line) for line in log.read_text().splitlines()]
-    build = next(c for c in calls if c["args"][0] == "build")
-    assert build["cwd"] == str(REPO)
-    args = build["args"]
-    assert args[1:3] == ["--fakeroot", "--force"]
-    assert "base=tensorflow/tensorflow:2.21.0-gpu" in args and "min_driver=535.54.03" in args
-    assert args[-1] == str(REPO / "container" / "edgeflow.def")
-    assert sif.is_file() and not list(sif.parent.glob(".*building"))
-    labels = json.loads(sif.read_text())
-    assert labels["edgeflow.min_driver"] == "535.54.03"
-    assert labels["edgeflow.tensorflow"] == "2.21.0"
-    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", labels["edgeflow.build_date"])
-    checksum = hashlib.sha256(sif.read_bytes()).hexdigest()
-    assert f"sha256: {checksum}" in proc.stdout
-    assert "edgeflow.min_driver: 535.54.03" in proc.stdout
-    assert (sif.parent / "edgeflow.sif.sha256").read_text() == f"{checksum}  edgeflow.sif\n"
-
-    check = _make("image-check", profile, f"{bin_dir}:/usr/bin:/bin")
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert f"sha256 matches edgeflow.sif.sha256: {checksum}" in check.stdout
-    assert "no GPU smoke job" in check.stdout
-    assert any(c["args"][:1] == ["test"] and c["args"][-1] == str(sif)
-               for c in map(json.loads, log.read_text().splitlines()))
-
-    sif.write_text(sif.read_text() + " ")
-    changed = _make("image-check", profile, f"{bin_dir}:/usr/bin:/bin")
-    assert changed.returncode != 0 and "differs from" in changed.stderr
-
-
-def test_failed_build_keeps_the_previous_image(tmp_path, stand_in):
-    bin_dir, _ = stand_in
-    profile, sif = _profile(tmp_path)
-    sif.parent.mkdir(parents=True)
-    sif.write_text("previous image")
-    proc = _make("image", profile, f"{bin_dir}:/usr/bin:/bin", STAND_IN_FAIL="1")
-    assert proc.returncode != 0 and "image build FAILED" in proc.stderr
-    assert sif.read_text() == "previous image"
-    assert not list(sif.parent.glob(".*building"))
-
-
-def test_old_apptainer_is_refused(tmp_path, stand_in):
-    bin_dir, log = stand_in
-    profile, sif = _profile(tmp_path)
-    proc = _make("image", profile, f"{bin_dir}:/usr/bin:/bin", STAND_IN_VERSION="apptainer version 1.1.9")
-    assert proc.returncode != 0 and "needs Apptainer >= 1.2" in proc.stderr
-    assert not any(json.loads(c)["args"][0] == "build" for c in log.read_text().splitlines())
-
-
-@pytest.mark.parametrize("image, message", [
-    ({"base": "tensorflow/tensorflow:latest-gpu"}, "is not pinned"),
-    ({"base": "tensorflow/tensorflow"}, "is not pinned"),
-    ({"base": "tensorflow/tensorflow:2.20.0-gpu"}, "constraints.txt pins tensorflow==2.21.0"),
-    ({"build_args": {"cuda": "12.4"}}, "build args cuda are not used by the definition"),
-])
-def test_bad_build_settings_are_refused_before_building(tmp_path, stand_in, image, message):
-    bin_dir, log = stand_in
-    profile, sif = _profile(tmp_path, **image)
-    proc = _make("image", profile, f"{bin_dir}:/usr/bin:/bin")
-    assert proc.returncode != 0
-    assert message in proc.stderr
-    assert not log.exists() or not any(json.loads(c)["args"][0] == "build" for c in log.read_text().splitlines())
-
-
-def _gpu_profile(tmp_path: Path) -> tuple[Path, Path]:
-    profile, sif = _profile(tmp_path)
-    data = yaml.safe_load(profile.read_text())
-    data["slurm"].update(gpus_per_node=1, partition="gpu_a100", account="lp_x", constraint="a100")
-    data["container"]["nv"] = True
-    profile.write_text(yaml.safe_dump(data))
-    return profile, sif
-
-
-def _calls(log: Path) -> list[list[str]]:
-    return [json.loads(line)["args"] for line in log.read_text().splitlines()]
-
-
-@pytest.mark.parametrize("driver, ok", [("535.54.03", True), ("470.82.01", False)])
-def test_image_check_on_a_gpu_node_checks_the_driver_then_runs_the_gpu_smoke(tmp_path, stand_in, driver, ok):
-    bin_dir, log = stand_in
-    profile, sif = _gpu_profile(tmp_path)
-    path = f"{bin_dir}:/usr/bin:/bin"
-    assert _make("image", profile, path).returncode == 0
-    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\necho {driver}\n")
-    (bin_dir / "nvidia-smi").chmod(0o755)
-    proc = _make("image-check", profile, path)
-    calls = _calls(log)
-    assert ["test", "--nv", str(sif)] in calls
-    smoke = ["exec", "--nv", str(sif), "python3", "/opt/edgeflow/smoke_test.py", "--require-gpu"]
-    if ok:
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert f"NVIDIA driver {driver}" in proc.stdout and "image check passed" in proc.stdout
-        assert smoke in calls
-    else:
-        assert proc.returncode != 0
-        assert "older than 525.60.13" in proc.stderr and "make image CLUSTER=" in proc.stderr
-        assert smoke not in calls
-
-
-def test_image_check_without_a_gpu_sends_the_smoke_job_through_srun(tmp_path, stand_in):
-    bin_dir, log = stand_in
-    profile, sif = _gpu_profile(tmp_path)
-    path = f"{bin_dir}:/usr/bin:/bin"
-    assert _make("image", profile, path).returncode == 0
-    srun_log = tmp_path / "srun.args"
-    (bin_dir / "srun").write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {srun_log}\n')
-    (bin_dir / "srun").chmod(0o755)
-    proc = _make("image-check", profile, path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    args = srun_log.read_text().splitlines()
-    for flag in ("--gres=gpu:1", "--partition=gpu_a100", "--account=lp_x", "--constraint=a100", "--time=20"):
-        assert flag in args
-    assert args[-3:] == [str(REPO / "container" / "image.py"), "gpu-smoke", str(profile)]

@@ -14,8 +14,7 @@ import pytest
 from edgeflow.data import demo
 from edgeflow.data.flo import read_flo
 from edgeflow.data.scan import scan_split
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def warp_back(img1: np.ndarray, flow: np.ndarray) -> np.ndarray:
@@ -92,7 +91,8 @@ def test_deterministic_for_a_seed(tmp_path_factory: pytest.TempPathFactory) -> N
 
 def test_cli_renders_and_refuses_to_mix_with_stale_samples(tmp_path_factory: pytest.TempPathFactory) -> None:
     out = tmp_path_factory.mktemp("cli")
-    cmd = [sys.executable, "-m", "edgeflow", "demo-data", "--out", str(out), "--train", "2", "--val", "1", "--seed", "1"]
+    cmd = [sys.executable, "-m", "edgeflow", "demo-data", "--out", str(out), "--train", "2", "--val", "1",
+           "--seed", "1"]
     first = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert first.returncode == 0, first.stderr
     assert f"wrote 2 train and 1 val samples (seed 1, 384x512) to {out / 'train'} and {out / 'val'}" in first.stdout
@@ -101,4 +101,5 @@ def test_cli_renders_and_refuses_to_mix_with_stale_samples(tmp_path_factory: pyt
     assert again.returncode == 0
     fewer = subprocess.run(cmd[:-5] + ["1", "--val", "1"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert fewer.returncode == 2
-    assert f"demo-data: {out / 'train'} already holds 3 sample files that this render would not overwrite" in fewer.stderr
+    message = f"demo-data: {out / 'train'} already holds 3 sample files that this render would not overwrite"
+    assert message in fewer.stderr

@@ -1,4 +1,4 @@
-"""Pool evaluation (SPEC §5): exact-average BN recalibration, determinism, no side effects."""
+"""Pool evaluation (protocol §5): exact-average BN recalibration, determinism, no side effects."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,7 @@ import yaml
 from jobs import gpu_driver
 from jobs.gpu_driver import DriverError
 from jobs.profile import load as load_profile
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
+from tests.helpers import PYTHON, REPO
 
 
 def _script(path: Path, text: str) -> None:
@@ -58,10 +55,10 @@ EOF
 """)
 
 
-def _profile(tmp_path: Path, *, min_driver: str = "", image: Path | None = None) -> Path:
+def _profile(tmp_path: Path, *, image: Path | None = None, **image_keys: object) -> Path:
     data = yaml.safe_load((REPO / "configs" / "clusters" / "genius.yaml").read_text())
     data["container"]["image"] = str(image or tmp_path / "edgeflow.sif")
-    data["image"]["min_driver"] = min_driver
+    data["image"].update(image_keys)
     path = tmp_path / "gpu.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -141,15 +138,29 @@ def test_the_higher_of_label_and_profile_counts(tmp_path):
     profile = load_profile(_profile(tmp_path, min_driver="535.54.03"))
     req = gpu_driver.requirement(profile, LABELS)
     assert req.min_driver == "535.54.03" and "image.min_driver" in req.source
-    profile = load_profile(_profile(tmp_path, min_driver="470.57"))
+    assert req.native_floor == "535.54.03"
+    profile = load_profile(_profile(tmp_path, min_driver=""))
     req = gpu_driver.requirement(profile, LABELS)
     assert req.min_driver == "525.60.13" and "label edgeflow.min_driver" in req.source
     assert (req.tensorflow, req.cuda) == ("2.21.0", "12.5")
-    assert gpu_driver.requirement(profile, None).min_driver == "470.57"
+    # Not inspected: the profile's CUDA line gives the minimum.
+    req = gpu_driver.requirement(profile, None)
+    assert req.min_driver == "525.60.13" and "NVIDIA's minimum for CUDA 12" in req.source
+
+
+def test_a_compat_image_needs_less_than_its_line(tmp_path):
+    profile = load_profile(_profile(tmp_path, min_driver="", cuda_compat=True))
+    req = gpu_driver.requirement(profile, None)
+    assert (req.min_driver, req.native_floor, req.cuda_compat) == ("470.57.02", "525.60.13", True)
+    labels = {**LABELS, "edgeflow.min_driver": "470.57.02", "edgeflow.native_driver": "525.60.13",
+              "edgeflow.cuda_compat": "1"}
+    req = gpu_driver.requirement(load_profile(_profile(tmp_path, min_driver="")), labels)
+    assert req.cuda_compat and req.min_driver == "470.57.02"
+    assert "470.x from 470.57.02 on datacenter GPUs through cuda-compat" in req.supported()
 
 
 def test_no_known_minimum_and_a_bad_label_are_errors(tmp_path):
-    profile = load_profile(_profile(tmp_path, min_driver=""))
+    profile = load_profile(_profile(tmp_path, min_driver="", cuda="", cudnn=""))
     with pytest.raises(DriverError, match="no minimum driver known"):
         gpu_driver.requirement(profile, {})
     with pytest.raises(DriverError, match="is not a driver version; rebuild it"):
@@ -159,38 +170,50 @@ def test_no_known_minimum_and_a_bad_label_are_errors(tmp_path):
 # --- the comparison and its message --------------------------------------------------------------
 
 
-def _req(min_driver: str = "525.60.13") -> gpu_driver.Requirement:
+def _req(min_driver: str = "525.60.13", compat: bool = False) -> gpu_driver.Requirement:
     return gpu_driver.Requirement(min_driver=min_driver, source="label edgeflow.min_driver of the image",
                                   image="/scratch/edgeflow.sif", tensorflow="2.21.0", cuda="12.5",
-                                  base="tensorflow/tensorflow:2.21.0-gpu")
+                                  base="tensorflow/tensorflow:2.21.0-gpu", cuda_compat=compat,
+                                  native_driver="525.60.13")
 
 
 @pytest.mark.parametrize("driver", ["525.60.13", "525.85.12", "535.54.03", "580.65.06"])
 def test_new_enough_drivers_pass(driver):
     report = gpu_driver.check(driver, _req(), node="gpu01")
-    assert report.driver == driver
+    assert report.driver == driver and not report.through_compat
     assert "OK for /scratch/edgeflow.sif" in report.summary()
 
 
-def test_old_driver_names_the_image_to_rebuild_and_its_cuda_line():
+def test_old_driver_names_the_supported_range_and_the_compat_way():
     with pytest.raises(DriverError) as err:
         gpu_driver.check("470.82.01", _req(), cluster="genius", node="gpu01")
     message = str(err.value)
-    assert "NVIDIA driver 470.82.01 on gpu01 is older than 525.60.13" in message
-    assert "/scratch/edgeflow.sif (TensorFlow 2.21.0, CUDA 12.5" in message
-    assert "supports the CUDA 11 line at most" in message
-    assert "tensorflow/tensorflow:2.14.0-gpu" in message
-    assert "make image CLUSTER=genius" in message
+    assert "NVIDIA driver 470.82.01 on gpu01 cannot run image /scratch/edgeflow.sif (TensorFlow 2.21.0, CUDA 12.5" \
+        in message
+    assert "Supported: NVIDIA driver 525.60.13 or newer." in message
+    # R470 is a branch NVIDIA's forward compatibility supports: say how to use it.
+    assert "set image.cuda_compat: true" in message and "make image CLUSTER=genius" in message
 
 
-def test_just_below_the_minimum_fails():
-    with pytest.raises(DriverError, match="older than 525.60.13"):
-        gpu_driver.check("525.60.11", _req(), node="gpu01")
+@pytest.mark.parametrize("driver", ["525.60.11", "470.42.01", "510.108.03", "418.67"])
+def test_drivers_that_neither_way_supports_are_refused(driver):
+    with pytest.raises(DriverError) as err:
+        gpu_driver.check(driver, _req("470.57.02", compat=True), node="gpu01")
+    message = str(err.value)
+    assert "Supported: NVIDIA driver 525.60.13 or newer, or 470.x from 470.57.02 on datacenter GPUs" in message
+    assert "Ask the cluster's admins for driver 525.60.13 or newer" in message
 
 
-def test_a_driver_older_than_every_cuda_line_says_so():
-    with pytest.raises(DriverError, match="older than every CUDA line"):
-        gpu_driver.check("418.67", _req(), node="gpu01")
+def test_a_compat_image_runs_on_an_old_datacenter_driver_only():
+    report = gpu_driver.check("470.82.01", _req("470.57.02", compat=True), gpus=["Tesla V100-SXM2-32GB"],
+                              node="gpu01")
+    assert report.through_compat and "through cuda-compat" in report.summary()
+    with pytest.raises(DriverError, match=r"GeForce RTX 3090\) are consumer cards: .*datacenter GPUs only"):
+        gpu_driver.check("470.82.01", _req("470.57.02", compat=True), gpus=["NVIDIA GeForce RTX 3090"],
+                         node="gpu01")
+    # On a driver of the line itself the compat libraries stay unused, any GPU is fine.
+    report = gpu_driver.check("535.54.03", _req("470.57.02", compat=True), gpus=["NVIDIA GeForce RTX 3090"])
+    assert not report.through_compat
 
 
 # --- the CLI, as the launcher or a user runs it on a node -------------------------------------------
@@ -214,7 +237,7 @@ def test_cli_passes_and_fails_on_the_node(tmp_path, bin_dir):
     fake_nvidia_smi(bin_dir, "470.82.01\n")
     old = _cli(tmp_path, bin_dir, "--cluster", str(profile))
     assert old.returncode == 1
-    assert f"older than 525.60.13, the minimum of image {image}" in old.stderr
+    assert f"cannot run image {image}" in old.stderr and "Supported: NVIDIA driver 525.60.13 or newer" in old.stderr
 
 
 def test_cli_with_profile_minimum_only(tmp_path, bin_dir):
@@ -222,7 +245,7 @@ def test_cli_with_profile_minimum_only(tmp_path, bin_dir):
     fake_nvidia_smi(bin_dir, "535.54.03\n")
     proc = _cli(tmp_path, bin_dir, "--cluster", str(profile), "--no-inspect")
     assert proc.returncode == 1
-    assert "older than 550.54.14" in proc.stderr and "image.min_driver of" in proc.stderr
+    assert "Supported: NVIDIA driver 550.54.14 or newer" in proc.stderr and "image.min_driver of" in proc.stderr
 
 
 def test_cli_bad_profile_is_exit_2(tmp_path, bin_dir):

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from edgeflow import rundir
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
 
 
@@ -88,6 +88,8 @@ def test_local_profile_runs_to_completion_with_a_sidecar(setup: dict[str, Any]) 
                    "--profile-set", f"monitor.textfile_dir={textfile}")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "demo: completed" in out.stdout
+    # --wait streamed the job's log while it waited: the host side's and the trainer's own lines.
+    assert "[edgeflow-jobs " in out.stdout and "run completed: num_epochs=1 reached" in out.stdout
     run = setup["run"]
     info = json.loads((run / "run.json").read_text())
     job_id = f"local-{controller_pid(run)}"
@@ -128,7 +130,7 @@ def test_cancel_makes_the_trainer_checkpoint(setup: dict[str, Any]) -> None:
     wait_for("the first epoch", lambda: bool(events(run, "epoch")))
     again = jobs_cli(setup, "submit", "--config", str(DEMO), "--cluster", "local", *setup["sets"],
                      "--set", "train.num_epochs=500")
-    assert again.returncode == 4 and "already has a job in the queue" in again.stderr
+    assert again.returncode == 5 and "already has a job in the queue" in again.stderr
     cancel = jobs_cli(setup, "cancel", str(run))
     assert cancel.returncode == 0 and "cancelled local-" in cancel.stdout
     wait_for("the job to end", lambda: not alive(controller_pid(run)))

@@ -9,8 +9,7 @@ import yaml
 
 from jobs import profile
 from jobs.profile import ProfileError
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def write(tmp_path: Path, raw: object, name: str = "p.yaml") -> Path:

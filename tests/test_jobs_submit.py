@@ -19,9 +19,10 @@ from edgeflow import config as efconfig
 from edgeflow import rundir
 from edgeflow.config import ConfigError
 from jobs import cli, profile, sweep
-from jobs.node import JobFailed, NodeJob, NodeSpec, trainer_command
+from jobs.launch import NodeSpec, trainer_command
+from jobs.node import JobFailed, NodeJob
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "configs" / "demo.yaml"
 
 
@@ -67,8 +68,8 @@ def test_dry_run_prints_the_batch_script_and_queues_nothing(demo_data: Path, tmp
                  "-u -m submitit.core._submit " + str(run / "jobs")):
         assert line in text, line
     assert "--array" not in text
-    trainer = f"apptainer exec --bind /tmp --env PYTHONSAFEPATH=1 /tmp/edgeflow-ci.sif python -m edgeflow train --config " \
-              f"{run}/jobs/submitted_config.yaml"
+    trainer = (f"apptainer exec --bind /tmp --env PYTHONSAFEPATH=1 /tmp/edgeflow-ci.sif python -m edgeflow train "
+               f"--config {run}/jobs/submitted_config.yaml")
     assert trainer in text
     assert not out_root.exists(), "a dry run must not write anything"
 
@@ -158,7 +159,7 @@ def test_sweep_refuses_two_elements_in_one_run_directory(demo_data: Path, tmp_pa
 
 
 def test_node_refuses_to_start_the_trainer_when_its_preflight_fails(demo_data: Path, workdir: Path) -> None:
-    """The node re-checks the data: val emptied after submission -> run_end failed, no trainer."""
+    """The node re-checks the data: val emptied after submission -> run_end data_error, no trainer."""
     tmp_path = workdir
     data = tmp_path / "data"
     shutil.copytree(demo_data, data)
@@ -182,10 +183,10 @@ def test_node_refuses_to_start_the_trainer_when_its_preflight_fails(demo_data: P
         del os.environ["APPTAINER_STANDIN_LOG"]
     assert not log.exists(), "the trainer must not start"
     events = list(rundir.read_events(el.run_dir / "events.jsonl"))
-    assert events[-1]["event"] == "run_end" and events[-1]["status"] == "failed"
+    assert events[-1]["event"] == "run_end" and events[-1]["status"] == "data_error"
     assert "preflight on node" in events[-1]["reason"]
     run = json.loads((el.run_dir / "run.json").read_text())
-    assert run["status"] == "failed" and "preflight" in run["reason"]
+    assert run["status"] == "data_error" and "preflight" in run["reason"]
 
 
 def test_node_records_a_trainer_that_cannot_start(demo_data: Path, workdir: Path) -> None:

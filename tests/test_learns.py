@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from edgeflow.rundir import read_events
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 @pytest.mark.slow

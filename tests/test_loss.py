@@ -1,4 +1,4 @@
-"""Loss, EPE and the legacy bilinear resize (SPEC §3) against NumPy references on tiny tensors."""
+"""Loss, EPE and the legacy bilinear resize (protocol §3) against NumPy references on tiny tensors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The supernet (SPEC §2): shapes, single-branch execution, one trace for every arch, BN semantics."""
+"""The supernet (protocol §2): shapes, single-branch execution, one trace for every arch, BN semantics."""
 
 from __future__ import annotations
 

@@ -8,13 +8,14 @@ import os
 import shutil
 from pathlib import Path
 
-from test_monitor_helpers import write_full_run
+from monitor_support import write_full_run
 
-from edgeflow.rundir import EventLog, RunPaths, atomic_write_json
+from edgeflow.rundir import RunPaths, atomic_write_json
 from monitor.export import render
 from monitor.follow import EventTail
 from monitor.runstate import RunState
 from monitor.sidecar import Sidecar, find_runs
+from tests.helpers import SparseEventLog as EventLog
 
 
 def line(**fields) -> bytes:

@@ -13,9 +13,9 @@ import urllib.request
 
 import pytest
 from conftest import require_service
-from test_monitor_helpers import REPO, Sidecar, free_port, wait_for
+from monitor_support import REPO, Sidecar, free_port, wait_for
 
-from edgeflow.rundir import EventLog
+from tests.helpers import SparseEventLog as EventLog
 
 OBSERVERS = [["--observer", "inotify"], ["--observer", "polling", "--poll-interval", "0.2"]]
 
@@ -228,7 +228,7 @@ def gateway_text(url: str) -> str:
 
 
 def test_real_pushgateway_accepts_groups_and_forgets_ended_runs(tmp_path, pushgateway):
-    from test_monitor_helpers import value, write_full_run
+    from monitor_support import value, write_full_run
 
     root = tmp_path / "outputs"
     write_full_run(root / "a", experiment="a", job_id="31_2", epochs=2, end=None)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import require_service
-from test_monitor_helpers import REPO, samples, write_full_run
+from monitor_support import REPO, samples, write_full_run
 
 from monitor.export import render
 from monitor.sidecar import Sidecar
@@ -22,7 +22,7 @@ GRAFANA = REPO / "monitor" / "grafana"
 RULES = PROM / "edgeflow.rules.yml"
 DASHBOARD = GRAFANA / "edgeflow-supernet.json"
 
-# DESIGN §4: every alert the issue asks for.
+# design §4: every alert the issue asks for.
 REQUIRED_ALERTS = {
     "EdgeflowRunStalled", "EdgeflowLossNotFinite", "EdgeflowEpeNotFinite", "EdgeflowLossDiverging",
     "EdgeflowEpeRising", "EdgeflowGradNormSpike", "EdgeflowFairnessGap", "EdgeflowNoValidationSamples",

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 BLOCKED = ("tensorflow", "keras", "tf_keras", "cv2")
 
 SITECUSTOMIZE = textwrap.dedent(
@@ -75,7 +76,7 @@ def test_jobs_and_monitor_run_without_tensorflow(blocked_env: tuple[dict[str, st
     assert dry.returncode == 0, dry.stderr
     assert "preflight: OK" in dry.stdout and "#SBATCH --partition=debug" in dry.stdout
     modules = ["jobs.cli", "jobs.profile", "jobs.gate", "jobs.node", "jobs.submit", "jobs.sweep",
-               "jobs.status", "jobs.outcome", "jobs.gpu_driver"]
+               "jobs.status", "jobs.gpu_driver"]
     imported = run(["-c", "import importlib, sys\n"
                           f"for m in {modules!r}: importlib.import_module(m)\n"
                           "assert 'tensorflow' not in sys.modules"], env)

@@ -108,7 +108,8 @@ def test_skip_batches_reproduces_the_rest_of_the_epoch(data_dir: Path) -> None:
     for k in (1, 2, 3):
         rest = run(pipeline.train_dataset(samples, cfg, epoch=3, skip_batches=k))
         assert len(rest) == len(full) - k
-        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(rest, full[k:], strict=True))
+        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+                   for a, b in zip(rest, full[k:], strict=True))
     with pytest.raises(ValueError, match="skip_batches=4 outside 0..3"):
         pipeline.train_dataset(samples, cfg, epoch=3, skip_batches=4)
 

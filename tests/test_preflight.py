@@ -14,8 +14,8 @@ import pytest
 from edgeflow import config
 from edgeflow.data.demo import write_sample
 from edgeflow.data.preflight import run_preflight
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 H, W = 24, 32
 
 
@@ -57,19 +57,19 @@ def test_good_rendered_data_passes(demo_data: Path) -> None:
     assert lines[-1] == "preflight: OK: 24 training and 8 validation samples (val_dir)"
 
 
-def test_empty_val_folder_exits_2_naming_it(root: Path) -> None:
+def test_empty_val_folder_exits_4_naming_it(root: Path) -> None:
     make_samples(root / "train", range(4))
     (root / "val").mkdir()
     result = preflight(train=root / "train", val=root / "val")
-    assert result.returncode == 2
+    assert result.returncode == 4
     assert result.stdout.splitlines()[-1] == \
         f"preflight: FAILED: no valid validation samples in {root / 'val'} (found 0 samples)"
 
 
-def test_missing_folder_exits_2(root: Path) -> None:
+def test_missing_folder_exits_4(root: Path) -> None:
     make_samples(root / "train", range(4))
     result = preflight(train=root / "train", val=root / "nope")
-    assert result.returncode == 2
+    assert result.returncode == 4
     assert result.stdout.splitlines()[-1] == f"preflight: FAILED: validation data folder {root / 'nope'} does not exist"
 
 
@@ -79,7 +79,11 @@ def test_bad_samples_are_listed_and_excluded(root: Path) -> None:
     os.remove(file_of(root / "train", 1, "img_1.png"))
     flow = file_of(root / "train", 4, "flow_01.flo")
     flow.write_bytes(flow.read_bytes()[:-10])
-    result = preflight(train=root / "train", val=root / "val")
+    refused = preflight(train=root / "train", val=root / "val")
+    assert refused.returncode == 4, refused.stdout
+    assert refused.stdout.splitlines()[-1].startswith(
+        "preflight: FAILED: 2 invalid samples would be excluded, more than data.allow_excluded_samples=0")
+    result = preflight("--set", "data.allow_excluded_samples=2", train=root / "train", val=root / "val")
     assert result.returncode == 0, result.stdout
     out = result.stdout
     assert "  train  6      4      2        4     " in out
@@ -98,17 +102,17 @@ def test_corrupt_png_is_caught_by_deep_only(root: Path) -> None:
     shallow = preflight(train=root / "train", val=root / "val", batch=3)
     assert shallow.returncode == 0 and "undecodable_png" not in shallow.stdout
     deep = preflight("--deep", train=root / "train", val=root / "val", batch=3)
-    assert deep.returncode == 2
+    assert deep.returncode == 4
     assert f"val: 1 x undecodable_png (PNG cannot be decoded (--deep)), e.g.\n      {png}: " in deep.stdout
     assert deep.stdout.splitlines()[-1].startswith(
         f"preflight: FAILED: only 2 valid validation samples in {root / 'val'}, fewer than one batch")
 
 
-def test_fewer_samples_than_a_batch_exits_2(root: Path) -> None:
+def test_fewer_samples_than_a_batch_exits_4(root: Path) -> None:
     make_samples(root / "train", range(3))
     make_samples(root / "val", range(8))
     result = preflight(train=root / "train", val=root / "val", batch=4)
-    assert result.returncode == 2
+    assert result.returncode == 4
     assert result.stdout.splitlines()[-1].startswith(
         f"preflight: FAILED: only 3 valid training samples in {root / 'train'}, fewer than one batch "
         "(train.batch_size=4")
@@ -119,7 +123,7 @@ def test_json_report(root: Path) -> None:
     make_samples(root / "val", range(2))
     os.remove(file_of(root / "val", 0, "flow_01.flo"))
     result = preflight("--json", train=root / "train", val=root / "val")
-    assert result.returncode == 2
+    assert result.returncode == 4
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert report["reason"].startswith(f"only 1 valid validation samples in {root / 'val'}")
@@ -155,7 +159,7 @@ def test_run_preflight_api_with_holdout(root: Path) -> None:
 
 def test_preflight_imports_no_tensorflow(root: Path) -> None:
     make_samples(root / "train", range(2))
-    code = ("import sys\nfrom edgeflow.data import preflight\n"
+    code = ("import sys\nfrom edgeflow.commands import preflight\n"
             f"rc = preflight.main(['--config', 'configs/demo.yaml', '--set', 'data.train_dir={root / 'train'}',"
             f" '--set', 'data.val_dir={root / 'train'}', '--set', 'train.batch_size=1', '--set', 'eval.batch_size=1',"
             " '--set', 'data.input_height=16', '--set', 'data.input_width=16'])\n"

@@ -1,4 +1,4 @@
-"""Resume (SPEC §6): a killed run continues with the same archs, data order and weights as a run that
+"""Resume (protocol §6): a killed run continues with the same archs, data order and weights as a run that
 was never interrupted; SIGTERM mid-epoch checkpoints, exits 75, and the resume completes."""
 
 from __future__ import annotations
@@ -13,26 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from edgeflow.rundir import read_events
+from tests.helpers import REPO, tiny_config
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 12  # 24 demo samples, batch 2
 
 
-def write_config(tmp: Path, demo: Path, name: str, **train) -> Path:
-    raw = {
-        "runtime": {"experiment_name": name, "output_root": str(tmp / "out"), "seed": 3, "heartbeat_seconds": 0.2},
-        "data": {"train_dir": str(demo / "train"), "val_dir": str(demo / "val"), "input_height": 32,
-                 "input_width": 48},
-        "train": {"num_epochs": 2, "batch_size": 2, "lr": 1e-3, **train},
-        "eval": {"batch_size": 4, "bn_recal_batches": 1, "eval_batches_per_arch": 1, "pool": ["012012012"],
-                 "early_stop_patience": 5},
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+def write_config(tmp: Path, demo: Path, name: str, **train: object) -> Path:
+    return tiny_config(tmp, demo, name, runtime={"seed": 3, "heartbeat_seconds": 0.2},
+                       train={"num_epochs": 2, "batch_size": 2, **train},
+                       eval={"pool": ["012012012"], "min_epochs_before_early_stop": 30})
 
 
 def start(cfg: Path) -> subprocess.Popen:
@@ -103,7 +94,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> dict:
                 procs[name].send_signal(sig)
                 del triggers[name]
             elif procs[name].poll() is not None:
-                raise AssertionError(f"{name} exited {procs[name].returncode} early:\n{procs[name].stdout.read()[-3000:]}")
+                log = procs[name].stdout.read()[-3000:]
+                raise AssertionError(f"{name} exited {procs[name].returncode} early:\n{log}")
         time.sleep(0.02)
     assert not triggers, f"timed out waiting for {list(triggers)}"
     first = {n: finish(procs[n]) for n in ("killed", "preempted")}

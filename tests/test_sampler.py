@@ -1,4 +1,4 @@
-"""Strict-fairness sampler (SPEC §4): permutations, fairness, reproducible state."""
+"""Strict-fairness sampler (protocol §4): permutations, fairness, reproducible state."""
 
 from __future__ import annotations
 

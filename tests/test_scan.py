@@ -88,7 +88,8 @@ def test_bad_png_signature_and_truncated_header(tmp_path) -> None:
     path(tmp_path, 1, "img_1.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
     scan = scan_split(tmp_path)
     assert [s.sample_id for s in scan.valid] == ["0000002"]
-    assert scan.problems["bad_png_signature"] == [str(path(tmp_path, 0, "img_0.png")), str(path(tmp_path, 1, "img_1.png"))]
+    bad = [str(path(tmp_path, 0, "img_0.png")), str(path(tmp_path, 1, "img_1.png"))]
+    assert scan.problems["bad_png_signature"] == bad
     assert "not a PNG file" in scan.details[str(path(tmp_path, 0, "img_0.png"))]
     assert "truncated PNG header" in scan.details[str(path(tmp_path, 1, "img_1.png"))]
 
@@ -164,14 +165,14 @@ def test_threaded_scan_equals_serial_scan(tmp_path) -> None:
 
 def test_deep_without_opencv_fails_clearly(tmp_path) -> None:
     make_samples(tmp_path, [0])
-    code = ("import sys; sys.modules['cv2'] = None\n"
+    code = ("import sys; sys.modules['cv2'] = None; sys.modules['PIL'] = None\n"
             "from edgeflow.data.scan import scan_split, DataError\n"
             f"print(scan_split({str(tmp_path)!r}).found)\n"
             f"try:\n    scan_split({str(tmp_path)!r}, deep=True)\n"
             "except DataError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1]).stdout
-    assert out.startswith("1\nERR --deep decodes every image and needs OpenCV (cv2)")
+    assert out.startswith("1\nERR the deep check decodes images and needs OpenCV (cv2) or Pillow")
 
 
 def test_resolve_splits_with_val_dir(tmp_path) -> None:

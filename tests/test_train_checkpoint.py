@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints: fresh prefix, atomic pointer, then cleanup (DESIGN §2)."""
+"""Crash-safe checkpoints: fresh prefix, atomic pointer, then cleanup (design §2)."""
 
 from __future__ import annotations
 

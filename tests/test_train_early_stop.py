@@ -1,4 +1,4 @@
-"""Early stopping on sequences of mean EPE (SPEC §6)."""
+"""Early stopping on sequences of mean EPE (protocol §6)."""
 
 from __future__ import annotations
 

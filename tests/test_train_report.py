@@ -1,4 +1,4 @@
-"""Epoch statistics (SPEC §7), the console line and metrics.csv derived from events."""
+"""Epoch statistics (protocol §7), the console line and metrics.csv derived from events."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import math
 
 import numpy as np
 
-from edgeflow.train.report import EpochStats, epoch_line, metrics_csv
+from edgeflow.rundir import metrics_csv
+from edgeflow.train.report import EpochStats, epoch_line
 
 
 def test_epoch_means_percentiles_clip_and_nonfinite() -> None:

@@ -1,51 +1,39 @@
 """`python -m edgeflow train` end to end: bad inputs stop before writing, and the run directory
-follows DESIGN §2 (files, events with their fields, metrics derivable from events)."""
+follows design §2 (files, events with their fields, metrics derivable from events)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from edgeflow import rundir
 from edgeflow.rundir import read_events
-from edgeflow.train import report
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import run_cli, tiny_config
 
 
-def write_config(tmp: Path, demo: Path, name: str, **sections) -> Path:
-    raw = {
-        "runtime": {"experiment_name": name, "output_root": str(tmp / "out"), "seed": 0, "heartbeat_seconds": 0.3},
-        "data": {"train_dir": str(demo / "train"), "val_dir": str(demo / "val"), "input_height": 32,
-                 "input_width": 48},
-        "train": {"num_epochs": 2, "batch_size": 4, "lr": 1e-3},
-        "eval": {"batch_size": 4, "bn_recal_batches": 1, "eval_batches_per_arch": 2,
-                 "pool": ["000000000", "222222222"], "early_stop_patience": 5, "min_epochs_before_early_stop": 0},
-    }
+def write_config(tmp: Path, demo: Path, name: str, **sections: dict) -> Path:
+    base: dict[str, dict] = {"runtime": {"heartbeat_seconds": 0.3}, "train": {"num_epochs": 2},
+                             "eval": {"eval_batches_per_arch": 2}}
     for section, values in sections.items():
-        raw.setdefault(section, {}).update(values)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+        base.setdefault(section, {}).update(values)
+    return tiny_config(tmp, demo, name, **base)
 
 
 def edgeflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeflow", *args], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
+    return run_cli("edgeflow", *args, env=env, timeout=600)
 
 
 def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-# ---------------------------------------------------------------- bad input: exit 2, nothing written
+# ------------------------------------------------ bad input: exit 2 (config) or 4 (data), nothing written
 
 def test_unknown_config_key_exits_2_naming_the_key(tmp_path: Path, demo_data: Path) -> None:
     cfg = write_config(tmp_path, demo_data, "bad", train={"num_epoch": 3})
@@ -55,10 +43,10 @@ def test_unknown_config_key_exits_2_naming_the_key(tmp_path: Path, demo_data: Pa
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_data_folder_exits_2_naming_it(tmp_path: Path, demo_data: Path) -> None:
+def test_missing_data_folder_exits_4_naming_it(tmp_path: Path, demo_data: Path) -> None:
     cfg = write_config(tmp_path, demo_data, "nodata")
     proc = edgeflow("train", "--config", str(cfg), "--set", f"data.val_dir={tmp_path / 'nowhere' / 'val'}")
-    assert proc.returncode == 2
+    assert proc.returncode == 4
     assert str(tmp_path / "nowhere" / "val") in proc.stderr
     assert not (tmp_path / "out").exists()
 
@@ -128,16 +116,15 @@ def test_events_carry_exactly_the_design_fields(finished_run) -> None:
     kinds = [e["event"] for e in events]
     assert kinds[0] == "run_start" and kinds[-1] == "run_end"
     assert kinds.count("epoch") == 2 and kinds.count("eval") == 2 and "heartbeat" in kinds
-    required = {"run_start": report.RUN_START_FIELDS, "heartbeat": report.HEARTBEAT_FIELDS,
-                "epoch": report.EPOCH_EVENT_FIELDS, "eval": report.EVAL_EVENT_FIELDS,
-                "checkpoint": report.CHECKPOINT_FIELDS, "run_end": report.RUN_END_FIELDS}
+    required = rundir.EVENT_FIELDS
     for ev in events:
         assert {"event", "time", "experiment", "job_id"} <= set(ev)
         assert ev["job_id"] == "4242" and ev["experiment"] == "full"
         missing = set(required[ev["event"]]) - set(ev)
         assert not missing, (ev["event"], missing)
     start = events[0]
-    assert (start["train_samples"], start["val_samples"], start["start_epoch"], start["resumed_from"]) == (24, 8, 1, None)
+    assert (start["train_samples"], start["val_samples"]) == (24, 8)
+    assert (start["start_epoch"], start["resumed_from"]) == (1, None)
     ev = [e for e in events if e["event"] == "eval"][-1]
     assert set(ev["arch_epe"]) == {"000000000", "222222222"} and ev["patience"] == 5
     assert [e["kind"] for e in events if e["event"] == "checkpoint"].count("latest") == 2
@@ -150,7 +137,7 @@ def test_events_carry_exactly_the_design_fields(finished_run) -> None:
 def test_metrics_csv_is_derived_from_events(finished_run) -> None:
     _, run, _ = finished_run
     text = (run / "metrics.csv").read_text()
-    assert text == report.metrics_csv(read_events(run / "events.jsonl"))
+    assert text == rundir.metrics_csv(read_events(run / "events.jsonl"))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["epoch"] for r in rows] == ["1", "2"] and all(float(r["mean_epe"]) > 0 for r in rows)
 

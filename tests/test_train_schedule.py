@@ -1,4 +1,4 @@
-"""Cosine LR from the base LR to 0 over num_epochs * steps_per_epoch, no warm-up (SPEC §4)."""
+"""Cosine LR from the base LR to 0 over num_epochs * steps_per_epoch, no warm-up (protocol §4)."""
 
 from __future__ import annotations
 

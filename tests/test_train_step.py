@@ -1,4 +1,4 @@
-"""The strict-fairness step (SPEC §4) on the real supernet at a tiny input size."""
+"""The strict-fairness step (protocol §4) on the real supernet at a tiny input size."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def batch(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eager_loss_and_grads(step: TrainStep, x, y, archs, parts: list[slice]):
-    """The SPEC arithmetic written out eagerly: mean over archs of size-weighted micro-batch losses."""
+    """The protocol arithmetic written out eagerly: mean over archs of size-weighted micro-batch losses."""
     total, grads = 0.0, [tf.zeros_like(v) for v in step.variables]
     for arch in archs:
         for part in parts:

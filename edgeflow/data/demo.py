@@ -13,11 +13,8 @@ split draws from its own generator seeded by (seed, split, i). It is only ever u
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +22,7 @@ import numpy as np
 
 from edgeflow.data import flo
 from edgeflow.data.scan import FLOW_SUFFIX, IMG0_SUFFIX, IMG1_SUFFIX, SAMPLE_FILE, DataError
+from edgeflow.train.progress import Reporter
 
 HEIGHT, WIDTH = 384, 512
 MARGIN = 48  # canvas border: what the background and shapes bring into view in frame 1
@@ -92,7 +90,8 @@ def _affine(rng: np.random.Generator, centre: tuple[float, float], shift: np.nda
     theta = np.deg2rad(rng.uniform(-max_rot_deg, max_rot_deg))
     rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     shear = rng.uniform(-max_scale, max_scale)
-    lin = rot @ np.array([[1 + rng.uniform(-max_scale, max_scale), shear], [0.0, 1 + rng.uniform(-max_scale, max_scale)]])
+    scale_x, scale_y = 1 + rng.uniform(-max_scale, max_scale), 1 + rng.uniform(-max_scale, max_scale)
+    lin = rot @ np.array([[scale_x, shear], [0.0, scale_y]])
     c = np.asarray(centre, np.float64)
     return np.concatenate([lin, (c + shift - lin @ c)[:, None]], axis=1)
 
@@ -187,29 +186,11 @@ def render_demo_dataset(out_dir: str | os.PathLike, n_train: int, n_val: int, se
     for split, count in counts.items():
         _prepare_split_dir(out / split, count)
     jobs = [(out / split, SPLITS[split], i) for split, count in counts.items() for i in range(count)]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool, \
+            Reporter(f"rendering {n_train} train + {n_val} val samples", len(jobs), unit="sample",
+                     every_seconds=10.0) as bar:
         for _ in pool.map(lambda job: _write_sample(job[0], job[1], seed, job[2]), jobs):
-            pass
+            bar.update()
     meta = {"generator": "edgeflow demo-data", "version": DEMO_VERSION, "seed": seed, "train": n_train,
             "val": n_val, "height": HEIGHT, "width": WIDTH, "background_pan_mean_uv": list(BG_PAN_MEAN)}
     (out / "demo.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgeflow demo-data",
-                                     description="Render the demo data set (FlyingChairs2 layout, exact flow).")
-    parser.add_argument("--out", required=True, help="output folder; gets train/ and val/")
-    parser.add_argument("--train", type=int, required=True, help="number of training samples")
-    parser.add_argument("--val", type=int, required=True, help="number of validation samples")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    start = time.perf_counter()
-    try:
-        render_demo_dataset(args.out, args.train, args.val, args.seed)
-    except (DataError, ValueError, OSError) as exc:
-        print(f"demo-data: {exc}", file=sys.stderr)
-        return 2
-    print(f"demo-data: wrote {args.train} train and {args.val} val samples (seed {args.seed}, "
-          f"{HEIGHT}x{WIDTH}) to {Path(args.out) / 'train'} and {Path(args.out) / 'val'} "
-          f"in {time.perf_counter() - start:.1f} s")
-    return 0

@@ -1,4 +1,4 @@
-"""Middlebury `.flo` optical-flow files (SPEC §1), NumPy only.
+"""Middlebury `.flo` optical-flow files (protocol §1), NumPy only.
 
 Layout: the 4 bytes ``PIEH`` (float32 202021.25, little-endian), int32 width, int32 height, then
 width*height*2 float32 (u, v interleaved, row-major). Every value is little-endian whatever the host.

@@ -1,8 +1,12 @@
-"""tf.data input pipeline (SPEC §1): FC2 samples -> (x, flow) batches for training and evaluation.
+"""tf.data input pipeline (protocol §1): FC2 samples -> (x, flow) batches for training and evaluation.
 
 x is float32 [b, H, W, 6] = concat(img_0, img_1) in BGR order mapped by (v/255 - 0.5)*2; flow is
 float32 [b, H, W, 2] clipped to +-data.flow_clip. Decoding uses native ops (read_file, decode_png,
 decode_raw) in parallel with a deterministic order, and crops while the pixels are still uint8.
+
+The same batches come from a decode-once pack (data.format: packed, `edgeflow.data.pack`): the
+samples then carry their record file, and only the reading differs; the order, the crop offsets, the
+batching and the gap check below are shared code.
 
 A sample that cannot be read at training time (changed since the scan) stops the pipeline with an
 error naming the file; it is never skipped or replaced. tf.data cannot catch an op's error inside a
@@ -13,16 +17,17 @@ Python); an end sentinel catches a failure of the last element.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from edgeflow import config as config_mod
 from edgeflow.data import flo
+from edgeflow.data.pack import BYTES_PER_PIXEL, PackedSample, record_problem
 from edgeflow.data.scan import Sample, check_deep, check_headers, sort_key
 
-_MAGIC_INT = int.from_bytes(flo.MAGIC, "little", signed=True)  # "PIEH" read as an int32
+MAGIC_INT = int.from_bytes(flo.MAGIC, "little", signed=True)  # "PIEH" read as an int32
 _CROP_STREAM = 0xC409  # separates the crop-offset generator from the order generator of an epoch
 # In the message of the tf.errors.InvalidArgumentError raised by iteration for an unreadable sample.
 UNREADABLE = "is unreadable (changed since the scan?)"
@@ -65,6 +70,22 @@ def _diagnose(sample: Sample, min_size: tuple[int, int]) -> str:
             f"TensorFlow (its error is logged above)")
 
 
+def _crop_offsets(h: tf.Tensor, w: tf.Tensor, draw: tf.Tensor, *, height: int, width: int,
+                  centre: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """(top, left) of the crop of an h x w sample: the centre, or the position's draw scaled to the span."""
+    if centre:
+        return (h - height) // 2, (w - width) // 2
+    span = tf.cast(tf.stack([h - height + 1, w - width + 1]), tf.float64)
+    offsets = tf.minimum(tf.cast(tf.floor(draw * span), tf.int32), tf.stack([h - height, w - width]))
+    return offsets[0], offsets[1]
+
+
+def _finish(pair: tf.Tensor, flow: tf.Tensor, *, height: int, width: int, clip: float) -> tuple[tf.Tensor, tf.Tensor]:
+    with tf.control_dependencies([tf.debugging.assert_all_finite(flow, message="non-finite flow values")]):
+        flow = tf.clip_by_value(flow, -clip, clip)
+    return tf.ensure_shape(pair, [height, width, 6]), tf.ensure_shape(flow, [height, width, 2])
+
+
 def _decode(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, draw: tf.Tensor, *, height: int, width: int,
             clip: float, centre: bool) -> tuple[tf.Tensor, tf.Tensor]:
     im0 = tf.io.decode_png(tf.io.read_file(img0), channels=3)
@@ -72,16 +93,11 @@ def _decode(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, draw: tf.Ten
     flo_bytes = tf.io.read_file(flow_path)
     h, w = tf.shape(im0)[0], tf.shape(im0)[1]
     header = tf.io.decode_raw(tf.strings.substr(flo_bytes, 0, flo.HEADER_BYTES), tf.int32, little_endian=True)
-    if centre:
-        top, left = (h - height) // 2, (w - width) // 2
-    else:
-        span = tf.cast(tf.stack([h - height + 1, w - width + 1]), tf.float64)
-        offsets = tf.minimum(tf.cast(tf.floor(draw * span), tf.int32), tf.stack([h - height, w - width]))
-        top, left = offsets[0], offsets[1]
+    top, left = _crop_offsets(h, w, draw, height=height, width=width, centre=centre)
     # What would otherwise pass silently (a wrong crop, a misread flow) fails here; the failure becomes
     # a gap that the position check reports with the file's name and the exact problem.
     found = tf.concat([tf.shape(im1), header, [tf.strings.length(flo_bytes)], tf.minimum([h, w], [height, width])], 0)
-    want = tf.concat([tf.shape(im0), [_MAGIC_INT, w, h, flo.HEADER_BYTES + 8 * w * h, height, width]], 0)
+    want = tf.concat([tf.shape(im0), [MAGIC_INT, w, h, flo.HEADER_BYTES + 8 * w * h, height, width]], 0)
     ok = tf.reduce_all(tf.equal(found, want))
     with tf.control_dependencies([tf.debugging.Assert(ok, ["sample does not match its scan"])]):
         # Only the rows of the crop are decoded from the .flo bytes.
@@ -91,9 +107,26 @@ def _decode(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, draw: tf.Ten
     # cheaper than a negative-stride slice of each frame.
     pair = tf.reverse(tf.concat([im1[top:top + height, left:left + width],
                                  im0[top:top + height, left:left + width]], axis=-1), axis=[-1])
-    with tf.control_dependencies([tf.debugging.assert_all_finite(flow, message="non-finite flow values")]):
-        flow = tf.clip_by_value(flow, -clip, clip)
-    return tf.ensure_shape(pair, [height, width, 6]), tf.ensure_shape(flow, [height, width, 2])
+    return _finish(pair, flow, height=height, width=width, clip=clip)
+
+
+def _read_packed(record: tf.Tensor, h: tf.Tensor, w: tf.Tensor, fingerprint: tf.Tensor, draw: tf.Tensor, *,
+                 height: int, width: int, clip: float, centre: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """The crop of a pack record (uint8 [h, w, 14]: the pair in final channel order, then the flow's
+    float32 bytes): one slice of the crop, then the flow's bytes reinterpreted; nothing to decode."""
+    data = tf.io.read_file(record)
+    top, left = _crop_offsets(h, w, draw, height=height, width=width, centre=centre)
+    # A truncated, replaced or corrupted record fails here (a gap, reported with the file's name).
+    ok = tf.logical_and(tf.equal(tf.strings.length(data), h * w * BYTES_PER_PIXEL),
+                        tf.reduce_all(tf.equal(tf.fingerprint(tf.reshape(data, [1]))[0], fingerprint)))
+    ok = tf.logical_and(ok, tf.logical_and(h >= height, w >= width))
+    with tf.control_dependencies([tf.debugging.Assert(ok, ["record does not match its manifest entry"])]):
+        # The whole record at once, then one slice: measured ~13% less CPU than cutting the crop's
+        # rows out of the string first (substr copies the string).
+        u8 = tf.io.decode_raw(data, tf.uint8)
+    crop = tf.reshape(u8, [h, w, BYTES_PER_PIXEL])[top:top + height, left:left + width]
+    flow = tf.bitcast(tf.reshape(crop[..., 6:], [height, width, 2, 4]), tf.float32)  # little-endian host
+    return _finish(crop[..., :6], flow, height=height, width=width, clip=clip)
 
 
 def to_unit_range(pair: tf.Tensor) -> tf.Tensor:
@@ -102,29 +135,64 @@ def to_unit_range(pair: tf.Tensor) -> tf.Tensor:
     return tf.cast(pair, tf.float32) / 127.5 - 1.0
 
 
+def _diagnose_packed(sample: PackedSample) -> str:
+    problem = record_problem(sample, deep=False)
+    if problem:
+        return problem
+    data = tf.io.read_file(sample.record)
+    if bytes(tf.fingerprint(tf.reshape(data, [1]))[0].numpy()).hex() != sample.fingerprint:
+        return f"{sample.record}: contents differ from its manifest entry (corrupted or replaced); re-pack"
+    flow = tf.bitcast(tf.reshape(tf.io.decode_raw(data, tf.uint8), [-1, BYTES_PER_PIXEL])[:, 6:], tf.float32)
+    if not bool(tf.reduce_all(tf.math.is_finite(flow))):
+        return f"{sample.record}: non-finite flow values"
+    return f"record {sample.record} could not be read by TensorFlow (its error is logged above)"
+
+
+def _packed(ordered: Sequence[Sample]) -> bool:
+    kinds = {isinstance(s, PackedSample) for s in ordered}
+    if len(kinds) > 1:
+        raise ValueError("samples mix a pack's and PNG files")
+    return kinds == {True}
+
+
+def _source(rest: Sequence[Sample], cfg: config_mod.Config, centre: bool) -> tuple[tuple[tf.Tensor, ...], Callable]:
+    """The per-sample columns and the function that turns them (and a draw) into (pair, flow)."""
+    height, width, clip = cfg.data.input_height, cfg.data.input_width, float(cfg.data.flow_clip)
+    packed = _packed(rest) if rest else cfg.data.format == "packed"
+    if packed != (cfg.data.format == "packed"):
+        raise ValueError(f"data.format is {cfg.data.format!r} but the samples come from "
+                         f"{'a pack' if packed else 'PNG files'}")
+    if packed:
+        recs = [s for s in rest if isinstance(s, PackedSample)]
+        fingerprints = np.array([list(bytes.fromhex(s.fingerprint)) for s in recs], np.uint8).reshape(-1, 8)
+        columns = (tf.constant([s.record for s in recs], tf.string), tf.constant([s.height for s in recs], tf.int32),
+                   tf.constant([s.width for s in recs], tf.int32), tf.constant(fingerprints, tf.uint8))
+        return columns, lambda rec, h, w, fp, draw: _read_packed(rec, h, w, fp, draw, height=height, width=width,
+                                                                 clip=clip, centre=centre)
+    png_columns = (tf.constant([s.img0 for s in rest], tf.string), tf.constant([s.img1 for s in rest], tf.string),
+                   tf.constant([s.flow for s in rest], tf.string))
+    return png_columns, lambda img0, img1, flow_path, draw: _decode(img0, img1, flow_path, draw, height=height,
+                                                                    width=width, clip=clip, centre=centre)
+
+
 def _build(ordered: Sequence[Sample], draws: np.ndarray, start: int, cfg: config_mod.Config, *, batch_size: int,
            centre: bool, what: str, cache: bool = False) -> tf.data.Dataset:
-    """Positions start..len(ordered)-1 of `ordered`, decoded, batched, checked for gaps."""
-    height, width, clip = cfg.data.input_height, cfg.data.input_width, float(cfg.data.flow_clip)
+    """Positions start..len(ordered)-1 of `ordered`, read, batched, checked for gaps."""
+    height, width = cfg.data.input_height, cfg.data.input_width
     end = len(ordered)
-    rest = ordered[start:]
-    table = (
-        tf.constant([s.img0 for s in rest], tf.string),
-        tf.constant([s.img1 for s in rest], tf.string),
-        tf.constant([s.flow for s in rest], tf.string),
-        tf.constant(draws[start:end].reshape(-1, 2), tf.float64),
-        tf.constant(np.arange(start, end, dtype=np.int64)),
-    )
+    columns, read = _source(ordered[start:], cfg, centre)
+    table = (*columns, tf.constant(draws[start:end].reshape(-1, 2), tf.float64),
+             tf.constant(np.arange(start, end, dtype=np.int64)))
     min_size = (height, width)
 
-    def load(img0, img1, flow_path, draw, pos):
-        x, flow = _decode(img0, img1, flow_path, draw, height=height, width=width, clip=clip, centre=centre)
-        return x, flow, pos
+    def load(*row):
+        x, flow = read(*row[:-1])
+        return x, flow, row[-1]
 
     def explain(pos: tf.Tensor) -> tf.Tensor:
         sample = ordered[int(pos.numpy())]
-        return tf.constant(f"{what} sample {sample.sample_id} at position {int(pos)} {UNREADABLE}: "
-                           f"{_diagnose(sample, min_size)}")
+        why = _diagnose_packed(sample) if isinstance(sample, PackedSample) else _diagnose(sample, min_size)
+        return tf.constant(f"{what} sample {sample.sample_id} at position {int(pos)} {UNREADABLE}: {why}")
 
     def check(expected, batch):
         # Positions must run on from the previous batch without a gap; the end sentinel rides in the
@@ -175,7 +243,8 @@ def train_dataset(samples: Sequence[Sample], cfg: config_mod.Config, epoch: int,
     order = epoch_order(len(samples), cfg.runtime.seed, epoch)
     ordered = [samples[i] for i in order]
     draws = crop_draws(len(samples), cfg.runtime.seed, epoch)
-    return _build(ordered, draws, min(skip_batches * batch, len(samples)), cfg, batch_size=batch, centre=False, what="training")
+    return _build(ordered, draws, min(skip_batches * batch, len(samples)), cfg, batch_size=batch, centre=False,
+                  what="training")
 
 
 def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_size: int,

@@ -1,19 +1,23 @@
-"""Find the samples of a FlyingChairs2-layout folder and check them (SPEC §1). Light: no TensorFlow.
+"""Find the samples of a FlyingChairs2-layout folder and check them (protocol §1). Light: no TensorFlow.
 
 A sample is ``NNNNNNN-img_0.png``, ``NNNNNNN-img_1.png`` and ``NNNNNNN-flow_01.flo`` in one folder;
 other files (``flow_10``, occlusions, motion boundaries) are ignored. There are no list files: the
 folder is the data set. The default check reads only file headers (PNG signature + IHDR, the 12-byte
 ``.flo`` header and the file size) so a full FC2 tree takes seconds; ``deep=True`` also decodes every
-file (OpenCV, in a thread pool). Invalid samples are excluded and reported by path, never replaced.
+file (Pillow or OpenCV, in a thread pool), all or an even sample of them. A FIFO or device in place of
+a sample file is reported by its type, never opened. Invalid samples are excluded and reported by path,
+never replaced.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import stat
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -34,6 +38,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "missing_img0": "img_0 missing",
     "missing_img1": "img_1 missing",
     "missing_flow": "flow_01 missing",
+    "not_a_file": "not a regular file (a FIFO, socket or device: opening it could hang)",
     "unreadable": "file cannot be opened or read",
     "bad_png_signature": "not a PNG (bad signature or IHDR header)",
     "png_size_mismatch": "img_1 size differs from img_0",
@@ -50,6 +55,7 @@ PROBLEM_KINDS: dict[str, str] = {
 # system, where one open costs a round trip, they are what keeps a 22k-sample scan in seconds.
 HEADER_WORKERS = 16
 _CHUNK = 512
+_DEEP_CHUNK = 8
 
 
 class DataError(Exception):
@@ -79,6 +85,8 @@ class SplitScan:
     problems: dict[str, list[str]] = field(default_factory=dict)
     # path -> what exactly is wrong with it (the first problem found for that path)
     details: dict[str, str] = field(default_factory=dict)
+    deep_checked: int = 0  # samples decoded (all that passed the headers, or a sample of them)
+    deep_candidates: int = 0  # samples that passed the headers (deep_checked < this: sampled)
 
     @property
     def invalid(self) -> int:
@@ -170,15 +178,33 @@ def check_headers(sample: Sample, min_size: tuple[int, int] | None) -> list[Prob
     return problems
 
 
+def _decodes_cv2(path: str) -> bool:
+    import cv2
+
+    return cv2.imread(path, cv2.IMREAD_COLOR) is not None
+
+
+def _decodes_pillow(path: str) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()  # the whole zlib stream, every chunk CRC
+        return True
+    except (OSError, SyntaxError, ValueError):
+        return False
+
+
 def check_deep(sample: Sample) -> list[Problem]:
-    """Problems found by decoding every file (needs OpenCV)."""
-    import cv2  # checked by _require_cv2 before any thread starts
+    """Problems found by decoding every file (Pillow, else OpenCV) and checking every flow value."""
     import numpy as np
 
+    decodes = _png_decoder()
+    if decodes is None:  # scan_split checks this before any thread starts
+        raise DataError("no PNG decoder (Pillow or OpenCV) can be imported")
     problems = []
     for path in (sample.img0, sample.img1):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
+        if not decodes(path):
             problems.append(Problem("undecodable_png", path, "PNG data cannot be decoded (corrupt or truncated)"))
     try:
         data = flo.read_flo(sample.flow)
@@ -191,40 +217,86 @@ def check_deep(sample: Sample) -> list[Problem]:
     return problems
 
 
-def _require_cv2() -> None:
+@functools.cache
+def _png_decoder() -> Callable[[str], bool] | None:
+    # Pillow (the `jobs` extra) first: a login node must not even try to import OpenCV; the trainer's
+    # image has OpenCV. Both run libpng/zlib over the whole file, so they refuse the same files.
+    try:
+        import PIL.Image  # noqa: F401
+
+        return _decodes_pillow
+    except ImportError:
+        pass
     try:
         import cv2  # noqa: F401
-    except ImportError as exc:
-        raise DataError(f"--deep decodes every image and needs OpenCV (cv2), which cannot be imported here "
-                        f"({exc}); run the deep check where the trainer runs, or drop --deep") from None
+
+        return _decodes_cv2
+    except ImportError:
+        return None
 
 
-def _list_samples(directory: str) -> dict[str, list[bool]]:
+def _require_cv2() -> None:
+    if _png_decoder() is None:
+        raise DataError("the deep check decodes images and needs OpenCV (cv2) or Pillow, neither of which can "
+                        "be imported here; install the train or jobs extra, or set data.preflight_deep: headers")
+
+
+def _list_samples(directory: str) -> tuple[dict[str, list[bool]], dict[str, list[Problem]]]:
+    """Sample id -> which of its three files exist; and the files that are there but not regular."""
     present: dict[str, list[bool]] = {}
+    irregular: dict[str, list[Problem]] = {}
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
                 m = SAMPLE_FILE.match(entry.name)
-                if m:
-                    present.setdefault(m.group(1), [False, False, False])[_PART[m.group(2)]] = True
+                if not m:
+                    continue
+                present.setdefault(m.group(1), [False, False, False])[_PART[m.group(2)]] = True
+                problem = _irregular(entry)
+                if problem is not None:
+                    irregular.setdefault(m.group(1), []).append(problem)
     except OSError as exc:
         raise DataError(f"data folder {directory} cannot be listed: {exc.strerror or exc}") from None
-    return present
+    return present, irregular
 
 
-def _run_chunks(fn, items: list, workers: int) -> list[list[Problem]]:
-    chunks = [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+def _irregular(entry: os.DirEntry[str]) -> Problem | None:
+    # A FIFO blocks the open() of every later check (and of the trainer) forever: judged by type first.
+    try:
+        mode = entry.stat(follow_symlinks=True).st_mode
+    except OSError as exc:
+        return Problem("unreadable", entry.path, f"cannot stat: {exc.strerror or exc}")
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None  # a folder opens without blocking; reading it fails as `unreadable`
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+    return Problem("not_a_file", entry.path, f"is {kind}, not a regular file")
+
+
+def _run_chunks(fn, items: list, workers: int, chunk: int = _CHUNK) -> list[list[Problem]]:
+    chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
     if workers <= 1 or len(chunks) <= 1:
         return [p for chunk in chunks for p in fn(chunk)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return [p for result in pool.map(fn, chunks) for p in result]
 
 
+def deep_subset(samples: list[Sample], limit: int | None) -> list[Sample]:
+    """At most `limit` samples spread evenly over the (sorted) list: the same ones on every run."""
+    if limit is None or limit >= len(samples):
+        return list(samples)
+    return [samples[i * len(samples) // limit] for i in range(limit)]
+
+
 def scan_split(directory: str | os.PathLike, *, deep: bool = False, min_size: tuple[int, int] | None = None,
-               workers: int | None = None) -> SplitScan:
+               workers: int | None = None, deep_limit: int | None = None, deep_full_max: int = 0,
+               progress: Callable[[int, int], None] | None = None) -> SplitScan:
     """Find and check every sample in `directory`. Raises DataError when the folder does not exist.
 
-    `min_size` = (height, width) of the input crop: smaller images are invalid.
+    `min_size` = (height, width) of the input crop: smaller images are invalid. With `deep`, every
+    sample that passed the header check is decoded, or `deep_limit` of them when more than
+    `deep_full_max` passed; `progress(n, total)` is called with n=0 first, then as each group of n
+    samples is decoded (from the worker threads).
     """
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
@@ -232,11 +304,14 @@ def scan_split(directory: str | os.PathLike, *, deep: bool = False, min_size: tu
         raise DataError(f"data folder {directory} {what}")
     if deep:
         _require_cv2()
-    present = _list_samples(directory)
+    present, irregular = _list_samples(directory)
     problems: list[Problem] = []
     candidates: list[Sample] = []
     for sample_id in sorted(present, key=sort_key):
         sample = sample_paths(directory, sample_id)
+        if sample_id in irregular:
+            problems.extend(irregular[sample_id])
+            continue
         has0, has1, hasf = present[sample_id]
         if not has0:
             problems.append(Problem("missing_img0", sample.img0, "img_0 is missing"))
@@ -251,18 +326,30 @@ def scan_split(directory: str | os.PathLike, *, deep: bool = False, min_size: tu
         return [check_headers(s, min_size) for s in chunk]
 
     def deeps(chunk: list[Sample]) -> list[list[Problem]]:
-        return [check_deep(s) for s in chunk]
+        found = [check_deep(s) for s in chunk]
+        if progress is not None:
+            progress(len(chunk), len(checked))
+        return found
 
     results = _run_chunks(headers, candidates, HEADER_WORKERS if workers is None else workers)
     passed = [s for s, found in zip(candidates, results, strict=True) if not found]
     for found in results:
         problems.extend(found)
+    checked: list[Sample] = []
+    header_passed = len(passed)
     if deep:
         deep_workers = (os.cpu_count() or 1) if workers is None else workers
-        deep_results = _run_chunks(deeps, passed, deep_workers)
-        for found in deep_results:
+        checked = deep_subset(passed, deep_limit if len(passed) > deep_full_max else None)
+        if progress is not None:
+            progress(0, len(checked))
+        # Small groups: decoding is slow enough that even a small split spreads over the threads.
+        deep_results = _run_chunks(deeps, checked, deep_workers, chunk=_DEEP_CHUNK)
+        bad: set[str] = set()
+        for sample, found in zip(checked, deep_results, strict=True):
             problems.extend(found)
-        passed = [s for s, found in zip(passed, deep_results, strict=True) if not found]
+            if found:
+                bad.add(sample.sample_id)
+        passed = [s for s in passed if s.sample_id not in bad]
 
     by_kind: dict[str, list[str]] = {}
     details: dict[str, str] = {}
@@ -270,7 +357,8 @@ def scan_split(directory: str | os.PathLike, *, deep: bool = False, min_size: tu
         by_kind.setdefault(p.kind, []).append(p.path)
         details.setdefault(p.path, p.detail)
     ordered = {kind: by_kind[kind] for kind in PROBLEM_KINDS if kind in by_kind}
-    return SplitScan(directory=directory, found=len(present), valid=passed, problems=ordered, details=details)
+    return SplitScan(directory=directory, found=len(present), valid=passed, problems=ordered, details=details,
+                     deep_checked=len(checked), deep_candidates=header_passed if deep else 0)
 
 
 def holdout_ids(samples: Iterable[Sample], count: int, seed: int) -> set[str]:
@@ -326,12 +414,46 @@ def select_splits(cfg: config_mod.Config, train_scan: SplitScan, val_scan: Split
                   val_scan=val_scan if d.val_dir else None)
 
 
+def excluded_files(*scans: SplitScan | None) -> list[tuple[str, str, str]]:
+    """(path, kind, detail) of every file that made a sample invalid, in report order."""
+    out = []
+    for scan in scans:
+        if scan is None:
+            continue
+        for kind, paths in scan.problems.items():
+            out += [(path, kind, scan.details.get(path, "")) for path in paths]
+    return out
+
+
+def check_excluded(cfg: config_mod.Config, *scans: SplitScan | None) -> None:
+    """Refuse more invalid samples than data.allow_excluded_samples lets go (DataError naming them)."""
+    invalid = sum(scan.invalid for scan in scans if scan is not None)
+    allowed = cfg.data.allow_excluded_samples
+    if invalid <= allowed:
+        return
+    files = excluded_files(*scans)
+    shown = "; ".join(f"{path} ({kind})" for path, kind, _ in files[:3])
+    more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+    raise DataError(f"{invalid} invalid samples would be excluded, more than data.allow_excluded_samples="
+                    f"{allowed}: {shown}{more}; fix or remove them, or set data.allow_excluded_samples={invalid} "
+                    f"to train without them")
+
+
 def min_size_of(cfg: config_mod.Config) -> tuple[int, int]:
     return cfg.data.input_height, cfg.data.input_width
 
 
 def resolve_splits(cfg: config_mod.Config, *, deep: bool = False) -> Splits:
-    """Scan `data.train_dir` (and `data.val_dir`) and return the splits; raises DataError naming the folder."""
+    """Scan `data.train_dir` (and `data.val_dir`) and return the splits; raises DataError naming the folder.
+
+    With data.format: packed the splits come from the pack (staged first when data.stage_to_local).
+    """
+    if cfg.data.format == "packed":
+        # Imported here: both modules build on this one.
+        from edgeflow.data.pack import packed_splits
+        from edgeflow.data.stage import stage_pack
+
+        return packed_splits(cfg, stage_pack(cfg) if cfg.data.stage_to_local else cfg.data.packed_dir)
     train_scan = scan_split(cfg.data.train_dir, deep=deep, min_size=min_size_of(cfg))
     val_scan = scan_split(cfg.data.val_dir, deep=deep, min_size=min_size_of(cfg)) if cfg.data.val_dir else None
     return select_splits(cfg, train_scan, val_scan)

@@ -6,10 +6,7 @@ it against the real Supernet variables and a real forward pass.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +40,8 @@ def _option_params(layer: Layer, option: int | None) -> int:
     """Trainable parameters of one layer with one option (None for fixed layers)."""
     if layer.kind == "conv":
         return _conv_params(layer.kernel, layer.cin, layer.cout) + _bn_params(layer.cout)
+    if option is None:
+        raise ValueError(f"layer {layer.name} is a choice block and needs an option")
     if layer.kind == "depth":
         return DEPTH_OPTIONS[option] * _residual_params(layer.cin)
     if layer.kind == "head":
@@ -93,7 +92,7 @@ def arch_info(arch: Sequence[int] | str, height: int, width: int) -> dict[str, A
             in_h, in_w = 2 * h, 2 * w
             layer_ew += _RESIZE_OPS * in_h * in_w * layer.cin
         out_h, out_w = math.ceil(in_h / layer.stride), math.ceil(in_w / layer.stride)
-        if layer.kind == "depth":
+        if layer.kind == "depth" and option is not None:
             blocks = DEPTH_OPTIONS[option]
             pixels = out_h * out_w * layer.cout
             layer_macs = blocks * 2 * out_h * out_w * 9 * layer.cin * layer.cout
@@ -133,38 +132,3 @@ def arch_info(arch: Sequence[int] | str, height: int, width: int) -> dict[str, A
         "elementwise_convention": ELEMENTWISE_CONVENTION,
         "layers": rows,
     }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m edgeflow arch-info",
-        description="Print JSON with an arch's parameter count, output shapes and forward FLOPs.")
-    parser.add_argument("--arch", required=True,
-                        help="arch code: 9 digits in 0..2 in the order " + " ".join(BLOCK_NAMES)
-                        + ", e.g. 000021222 or '0 0 0 0 2 1 2 2 2'")
-    parser.add_argument("--height", type=_positive_int, default=180, help="input height (default 180)")
-    parser.add_argument("--width", type=_positive_int, default=240, help="input width (default 240)")
-    parser.add_argument("--brief", action="store_true", help="leave out the per-layer breakdown")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
-        return int(exc.code or 0)
-    try:
-        info = arch_info(args.arch, args.height, args.width)
-    except ValueError as err:
-        print(f"arch-info: {err}", file=sys.stderr)
-        return 2
-    if args.brief:
-        info.pop("layers")
-    print(json.dumps(info, indent=2))
-    return 0

@@ -1,4 +1,4 @@
-"""Building blocks of the supernet as tf.Modules with explicit tf.Variables (SPEC §2).
+"""Building blocks of the supernet as tf.Modules with explicit tf.Variables (protocol §2).
 
 Explicit variables (no Keras layers) keep the names, the BN statistics and the checkpoint layout under
 our control. Initial values come from NumPy generators keyed by (seed, variable path), so a given seed
@@ -75,9 +75,9 @@ class Conv2D(tf.Module):
 class BatchNorm(tf.Module):
     """TF1 fused batch norm: batch statistics in training mode, moving statistics in inference mode.
 
-    In training mode the moving statistics are updated as moving = m*moving + (1-m)*batch, where the
-    batch variance has Bessel's correction (n/(n-1)), as TF1's fused batch norm did; the normalisation
-    itself uses the biased batch variance.
+    In training mode the moving statistics are updated as moving = m*moving + (1-m)*batch (not at all
+    when `momentum` is None), where the batch variance has Bessel's correction (n/(n-1)), as TF1's
+    fused batch norm did; the normalisation itself uses the biased batch variance.
 
     Under mixed precision `x` is float16 while gamma, beta and the statistics stay float32: the fused
     kernel accepts that mix, computes the statistics in float32 and returns y in the dtype of x.
@@ -99,6 +99,9 @@ class BatchNorm(tf.Module):
             return y
         y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
             x, self.gamma, self.beta, epsilon=BN_EPSILON, is_training=True)
+        if momentum is None:
+            # Batch statistics without a moving-statistic update (the original trainer's evaluation).
+            return y
         m = tf.cast(momentum, tf.float32)
         # The statistics are not differentiated through (as in TF1, where the update ops sat outside).
         batch_mean = tf.stop_gradient(batch_mean)

@@ -1,10 +1,11 @@
-"""The EdgeFlowNAS v1 supernet (SPEC §2) as a tf.Module.
+"""The EdgeFlowNAS v1 supernet (protocol §2) as a tf.Module.
 
 `arch` is an int32 tensor [9]; every choice block is a `tf.switch_case`, so only the selected branch
 runs forward and backward and one traced function serves all 3^9 archs.
 
-`compute_dtype` float16 gives mixed precision: activations and convs in float16, every variable (and
-the BN statistics) in float32, the three outputs returned in float32 so the loss is float32.
+`compute_dtype` float16 or bfloat16 gives mixed precision: activations and convs in that dtype, every
+variable (and the BN statistics) in float32, the three outputs returned in float32 so the loss is
+float32. bfloat16 has float32's exponent range, so its gradients need no loss scaling.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from edgeflow.config import compute_precision
 from edgeflow.model.layers import (
     BN_MOMENTUM,
     BatchNorm,
@@ -25,12 +27,13 @@ from edgeflow.model.layers import (
 from edgeflow.model.table import LAYERS
 from edgeflow.nas.arch import NUM_BLOCKS, validate_arch
 
-COMPUTE_DTYPES = (tf.float32, tf.float16)
+COMPUTE_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 
 
-def compute_dtype_for(mixed_precision: bool) -> tf.DType:
-    """The model's compute dtype for `train.mixed_precision` (training and `edgeflow eval` agree)."""
-    return tf.float16 if mixed_precision else tf.float32
+def compute_dtype_for(mixed_precision: bool | str) -> tf.DType:
+    """The model's compute dtype for `train.mixed_precision` (training and `edgeflow eval` agree):
+    false -> float32, true or "float16" -> float16, "bfloat16" -> bfloat16."""
+    return tf.as_dtype(compute_precision(mixed_precision))
 
 
 class Supernet(tf.Module):

@@ -1,4 +1,4 @@
-"""The supernet's layer table (SPEC §2) as plain data, shared by the model and the cost model.
+"""The supernet's layer table (protocol §2) as plain data, shared by the model and the cost model.
 
 Light module (no TensorFlow), so `arch-info` arithmetic and the model are built from one table.
 """

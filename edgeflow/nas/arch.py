@@ -1,4 +1,4 @@
-"""Arch codes of the EdgeFlowNAS supernet: 9 choice blocks, 3 options each (SPEC §2).
+"""Arch codes of the EdgeFlowNAS supernet: 9 choice blocks, 3 options each (protocol §2).
 
 Light module (no TensorFlow): the launcher, the monitor and the CLI parse codes with it.
 """

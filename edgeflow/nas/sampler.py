@@ -1,4 +1,4 @@
-"""Strict-fairness arch sampler (SPEC §4).
+"""Strict-fairness arch sampler (protocol §4).
 
 Each step draws, for every choice block, an independent random permutation of the options; arch k of
 the step takes entry k of every permutation. So each step trains every option of every block exactly

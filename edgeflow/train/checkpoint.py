@@ -3,8 +3,9 @@
 Light module (the TensorFlow write is passed in as a function), so the pointer logic is testable
 alone and the launcher/monitor can read pointers without TensorFlow.
 
-Order of a save: write a fresh prefix (never one a pointer names), atomically replace the pointer,
-then delete every file no pointer names. A crash at any point leaves the previous pointer and the
+Order of a save: write a fresh prefix (never one a pointer names), fsync its files and the folder,
+atomically replace the pointer, then delete every file no pointer names. A crash (or a power loss:
+tf.train.Checkpoint renames its files without fsync) at any point leaves the previous pointer and the
 files it names intact; leftovers of a half-written save are removed by the next save.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeflow.rundir import atomic_write_json, read_json
+from edgeflow.rundir import atomic_write_json, fsync_dir, fsync_file, read_json
 
 KINDS = ("latest", "best")
 _FILE = re.compile(r"^(?P<kind>latest|best)-(?P<serial>\d+)(?=[._]|$)")
@@ -68,9 +69,25 @@ class CheckpointStore:
         write(str(prefix))
         if not Path(f"{prefix}.index").is_file():
             raise CheckpointError(f"checkpoint write produced no {prefix}.index")
+        self._make_durable(name)
         atomic_write_json(self.pointer_path(kind), {"prefix": name, "state": state, "written": time.time()})
         self.remove_unreferenced()
         return Pointer(kind=kind, prefix=prefix, state=state)
+
+    def point(self, kind: str, pointer: Pointer) -> Pointer:
+        """Make `kind` name the files of an existing checkpoint too (one copy, two pointers)."""
+        _check_kind(kind)
+        atomic_write_json(self.pointer_path(kind), {"prefix": pointer.prefix.name, "state": pointer.state,
+                                                    "written": time.time()})
+        return Pointer(kind=kind, prefix=pointer.prefix, state=pointer.state)
+
+    def _make_durable(self, name: str) -> None:
+        """fsync every file of the new prefix, then the folder, so the pointer never names lost data."""
+        for entry in sorted(self.directory.iterdir()):
+            match = _FILE.match(entry.name)
+            if match and f"{match['kind']}-{match['serial']}" == name and entry.is_file():
+                fsync_file(entry)
+        fsync_dir(self.directory)
 
     def referenced(self) -> set[str]:
         names = set()

@@ -1,4 +1,4 @@
-"""Early stopping of SPEC §6 on the pool's mean EPE (lower is better).
+"""Early stopping of protocol §6 on the pool's mean EPE (lower is better).
 
 Light module. Improvement means metric < best - min_delta; `bad_epochs` counts evaluations without
 improvement; the run stops when it reaches `patience`, never before `min_epochs` epochs are done.

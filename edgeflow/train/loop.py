@@ -1,11 +1,12 @@
 """The training loop: epochs of strict-fairness steps, evaluation, checkpoints, events, preemption.
 
-Started by `edgeflow.train.run` once the config, the data and the run directory passed their checks.
+Started by `edgeflow train` (edgeflow/commands/train.py) with the Plan of edgeflow/train/start.py,
+once the config, the data and the run directory passed their checks. The constructor builds
+everything; `run` writes the start files and trains.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 import traceback
@@ -15,18 +16,19 @@ import numpy as np
 import tensorflow as tf
 
 from edgeflow import rundir
-from edgeflow.data.pipeline import steps_per_epoch, train_dataset
-from edgeflow.model.supernet import Supernet, compute_dtype_for
+from edgeflow.data.pipeline import is_data_error, steps_per_epoch, train_dataset
 from edgeflow.nas.sampler import FairSampler
-from edgeflow.train import early_stop, report
+from edgeflow.train import distribute, early_stop, progress, report
 from edgeflow.train.checkpoint import CheckpointStore
 from edgeflow.train.evaluate import Evaluator, datasets, zero_flow_epe
-from edgeflow.train.run import Plan, write_run_start_files
-from edgeflow.train.runinfo import update_run_json
+from edgeflow.train.feed import EpochFeed
+from edgeflow.train.restore import build_supernet
 from edgeflow.train.schedule import learning_rate, total_steps
 from edgeflow.train.signals import StopFlag
+from edgeflow.train.start import Plan, write_run_start_files
 from edgeflow.train.state import TrainState
 from edgeflow.train.step import TrainStep
+from edgeflow.train.summaries import Summaries
 
 
 class _Diverged(Exception):
@@ -41,30 +43,50 @@ class Trainer:
         self.job_id = rundir.slurm_job_id()
         self.stop = StopFlag()
         self.tty = sys.stdout.isatty()
+        self.events = rundir.EventLog(self.paths.events, self.cfg.runtime.experiment_name, self.job_id)
+        self.store = CheckpointStore(self.paths.checkpoints)
+        self._build()
 
     # ---------------------------------------------------------------- setup
     def run(self) -> int:
         self.stop.install()
         write_run_start_files(self.plan, self.job_id)
-        self.events = rundir.EventLog(self.paths.events, self.cfg.runtime.experiment_name, self.job_id)
-        self.store = CheckpointStore(self.paths.checkpoints)
         try:
             return self._run()
         except _Diverged as exc:
             return self._end("diverged", str(exc), rundir.EXIT_DIVERGED)
+        except tf.errors.OpError as exc:
+            if not is_data_error(exc):
+                traceback.print_exc()
+                return self._end("failed", f"{type(exc).__name__}: {exc.message}", rundir.EXIT_FAILED)
+            # A sample that broke after the start's scan: bad data, which a requeue cannot mend.
+            return self._end("data_error", exc.message.strip().splitlines()[0], rundir.EXIT_DATA_ERROR)
         except KeyboardInterrupt:
             return self._end("failed", "interrupted (SIGINT); resume from the last checkpoint", rundir.EXIT_FAILED)
         except Exception as exc:  # any other failure still ends the run's files cleanly
             traceback.print_exc()
             return self._end("failed", f"{type(exc).__name__}: {exc}", rundir.EXIT_FAILED)
         finally:
-            self.stop.uninstall()
+            prepared = getattr(self, "_feed", None)
+            if prepared is not None:
+                prepared[1].close()
+            progress.close_open()
+            if getattr(self, "summaries", None) is not None:
+                self.summaries.close()
+            self.stop.uninstall(ignore_repeats=True)
 
     def _build(self) -> None:
         cfg = self.cfg
         # float16 activations and convs with float32 variables; the step then adds dynamic loss scaling.
-        self.model = Supernet(seed=cfg.runtime.seed, compute_dtype=compute_dtype_for(cfg.train.mixed_precision))
-        self.step_fn = TrainStep(self.model, cfg)
+        # train.distribute: the same step on the replicas of a tf.distribute strategy (docs/distribute.md).
+        self.strategy = distribute.make_strategy(cfg)
+        self.replicas = 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync)
+        if self.strategy is None:
+            self.model = build_supernet(cfg)
+            self.step_fn = TrainStep(self.model, cfg)
+        else:
+            self.model = distribute.build_model(cfg, self.strategy)
+            self.step_fn = distribute.DistributedTrainStep(self.model, cfg, self.strategy)
         self.evaluator = Evaluator(self.model, cfg)
         objects: dict[str, tf.Module] = {"model": self.model, "optimizer": self.step_fn.optimizer}
         if self.step_fn.loss_scale is not None:
@@ -79,6 +101,9 @@ class Trainer:
         """Load weights and state; returns (state, resumed_from, extra run_start fields)."""
         plan, cfg = self.plan, self.cfg
         extra: dict[str, Any] = {}
+        extra["data"] = plan.data_record
+        if plan.data_change is not None:
+            extra["data_change"] = plan.data_change
         if plan.resume is not None:
             self._read_checkpoint(str(plan.resume.prefix))
             state = TrainState.from_dict(plan.resume.state)
@@ -105,6 +130,8 @@ class Trainer:
             tf.train.Checkpoint(model=self.model).read(str(plan.warm_start.prefix)).expect_partial()
             print(f"weights from {plan.warm_start.prefix} ({plan.warm_start_from}); fresh optimizer", flush=True)
             extra["warm_start_from"] = plan.warm_start_from
+            if plan.init_from:
+                extra["init_from"] = plan.init_from
             return state, str(plan.warm_start.prefix), extra
         return state, "", extra
 
@@ -126,9 +153,10 @@ class Trainer:
     # ---------------------------------------------------------------- main loop
     def _run(self) -> int:
         cfg = self.cfg
-        self._build()
         state, resumed_from, extra = self._restore()
         self.state = state
+        # Read while the zero-flow baseline is measured and the step is traced.
+        self._prepare_feed(state.epoch + 1, self._skip(state.batch_in_epoch))
         recal, evals = datasets(cfg, self.plan.splits.train, self.plan.splits.val)
         # The bar any learning must clear: EPE of predicting zero flow on the same eval batches.
         extra["zero_flow_epe"] = zero_flow_epe(self.model, evals)
@@ -136,7 +164,8 @@ class Trainer:
         self.events.emit("run_start", train_samples=len(self.plan.splits.train),
                          val_samples=len(self.plan.splits.val), resumed_from=resumed_from or None,
                          start_epoch=state.epoch + 1, num_epochs=cfg.train.num_epochs,
-                         patience=cfg.eval.early_stop_patience, **extra)
+                         patience=cfg.eval.early_stop_patience, replicas=self.replicas, **extra)
+        self.summaries = Summaries(self.paths.tensorboard)
         self._write_state()
         for epoch in range(state.epoch + 1, cfg.train.num_epochs + 1):
             if not self._train_epoch(epoch):
@@ -153,13 +182,16 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> bool:
         """Train the (rest of the) epoch; False when a preemption signal stopped it."""
         cfg, state = self.cfg, self.state
-        skip = state.batch_in_epoch
-        dataset = train_dataset(self.plan.splits.train, cfg, epoch, skip_batches=skip)
+        skip = self._skip(state.batch_in_epoch)
+        feed = self._take_feed(epoch, skip)
         last_beat = time.time()
         beat_samples = 0
         # Step time runs from one step's end to the next, so waiting for input counts against throughput.
         mark = time.perf_counter()
-        for x, flow in dataset:
+        bar = progress.Reporter(f"epoch {epoch}/{cfg.train.num_epochs}", self.spe, done=skip, tty=self.tty,
+                                later_units=(cfg.train.num_epochs - epoch) * self.spe,
+                                every_seconds=cfg.runtime.progress_seconds)
+        for x, flow in feed:
             archs = self.sampler.next_archs()
             lr = learning_rate(state.step, cfg.train.lr, self.horizon, cfg.train.lr_schedule)
             result = self.step_fn(x, flow, archs, lr)
@@ -189,19 +221,42 @@ class Trainer:
                                     f"(train.max_nonfinite_steps={cfg.train.max_nonfinite_steps}), last at "
                                     f"epoch {epoch} step {state.step}")
             beat_samples += batch
-            if self.tty:
-                print(f"\repoch {epoch} batch {state.batch_in_epoch}/{self.spe} loss {result.loss:.4f}",
-                      end="", flush=True)
+            bar.update(samples=batch, loss=result.loss)
             if time.time() - last_beat >= cfg.runtime.heartbeat_seconds:
                 elapsed = time.time() - last_beat
                 self.events.emit("heartbeat", epoch=epoch, step=state.step,
-                                 samples_per_second=beat_samples / elapsed if elapsed > 0 else 0.0)
+                                 samples_per_second=beat_samples / elapsed if elapsed > 0 else 0.0,
+                                 replicas=self.replicas)
                 last_beat, beat_samples = time.time(), 0
             if self.stop.requested and state.batch_in_epoch < self.spe:
+                bar.close()
                 return False
-        if self.tty:
-            print("\r" + " " * 60 + "\r", end="")
+        # The next epoch's input starts now, while this one is evaluated and checkpointed.
+        self._prepare_feed(epoch + 1, 0)
+        bar.close()
         return True
+
+    def _prepare_feed(self, epoch: int, skip: int) -> None:
+        self._feed: tuple[tuple[int, int], EpochFeed] | None = None
+        if epoch <= self.cfg.train.num_epochs:
+            def make() -> tf.data.Dataset:
+                return train_dataset(self.plan.splits.train, self.cfg, epoch, skip_batches=skip)
+            self._feed = ((epoch, skip), EpochFeed(make, self.spe - skip))
+
+    def _skip(self, batch_in_epoch: int) -> int:
+        if batch_in_epoch and self.plan.data_change is not None:
+            # The rest of this epoch's order was a permutation of the old sample set: the epoch ends here.
+            return self.spe
+        return batch_in_epoch
+
+    def _take_feed(self, epoch: int, skip: int) -> EpochFeed:
+        prepared, self._feed = getattr(self, "_feed", None), None
+        if prepared is not None and prepared[0] == (epoch, skip):
+            return prepared[1]
+        if prepared is not None:
+            prepared[1].close()
+        return EpochFeed(lambda: train_dataset(self.plan.splits.train, self.cfg, epoch, skip_batches=skip),
+                         self.spe - skip)
 
     def _finish_epoch(self, epoch: int, recal, evals) -> int | None:
         """Epoch event, evaluation, early stopping, checkpoints; an exit code when the run ends."""
@@ -212,7 +267,8 @@ class Trainer:
                                              cfg.train.lr_schedule))
         if self.step_fn.loss_scale is not None:
             epoch_fields["loss_scale"] = float(self.step_fn.loss_scale.scale.numpy())
-        self.events.emit("epoch", **_ordered(epoch_fields, report.EPOCH_EVENT_FIELDS))
+        self.events.emit("epoch", **epoch_fields)
+        self.summaries.epoch(epoch_fields)
         eval_fields = None
         stop = False
         improved = False
@@ -224,8 +280,10 @@ class Trainer:
             stop, improved = decision.stop, decision.improved
             es = state.early_stop
             eval_fields = dict(result.fields(), epoch=epoch, best_epe=es.best, best_epoch=es.best_epoch,
-                               bad_epochs=es.bad_epochs, patience=cfg.eval.early_stop_patience, improved=improved)
-            self.events.emit("eval", **_ordered(eval_fields, report.EVAL_EVENT_FIELDS))
+                               bad_epochs=es.bad_epochs, patience=cfg.eval.early_stop_patience, improved=improved,
+                               bn_mode=cfg.eval.bn_mode)
+            self.events.emit("eval", **eval_fields)
+            self.summaries.evaluation(eval_fields)
         state.epoch, state.batch_in_epoch = epoch, 0
         state.epoch_stats = report.EpochStats()
         ending = "early_stopped" if stop else ("completed" if epoch >= cfg.train.num_epochs else None)
@@ -234,7 +292,7 @@ class Trainer:
             self._save("best", epoch)
         self._save("latest", epoch)
         self._write_state()
-        rundir.atomic_write_text(self.paths.metrics, report.metrics_csv(rundir.read_events(self.paths.events)))
+        rundir.atomic_write_text(self.paths.metrics, rundir.metrics_csv(rundir.read_events(self.paths.events)))
         print(report.epoch_line(epoch, cfg.train.num_epochs, epoch_fields, eval_fields), flush=True)
         if ending == "early_stopped":
             es = state.early_stop
@@ -251,7 +309,7 @@ class Trainer:
 
     def _write_state(self) -> None:
         s, cfg = self.state, self.cfg
-        rundir.atomic_write_json(self.paths.state, _finite_json({
+        rundir.write_state(self.paths.state, {
             "experiment": cfg.runtime.experiment_name, "status": s.status, "epoch": s.epoch, "step": s.step,
             "batch_in_epoch": s.batch_in_epoch, "num_epochs": cfg.train.num_epochs, "steps_per_epoch": self.spe,
             "best_epe": s.early_stop.best, "best_epoch": s.early_stop.best_epoch,
@@ -259,7 +317,7 @@ class Trainer:
             "fairness_counts": self.sampler.counts.astype(int).tolist(),
             "fairness_gap": self.sampler.fairness_gap(), "nonfinite_steps": s.nonfinite_total,
             "arch_digest": s.arch_digest, "data_digest": s.data_digest, "updated": time.time(),
-        }))
+        })
 
     def _preempted_mid_epoch(self, epoch: int) -> int:
         self._save("latest", epoch, batch_in_epoch=self.state.batch_in_epoch)
@@ -269,31 +327,13 @@ class Trainer:
 
     def _end(self, status: str, reason: str, code: int) -> int:
         state = getattr(self, "state", None)
-        if state is not None and status in ("diverged", "failed"):
+        if state is not None and status in ("diverged", "failed", "data_error"):
             state.status = status
             try:
                 self._write_state()
             except Exception:  # the model may not exist when the failure happened early
                 pass
-        self.events.emit("run_end", status=status, reason=reason)
-        update_run_json(self.paths.run, status=status)
+        self.events.emit("run_end", status=status, reason=reason, exit_code=code)
+        rundir.update_run(self.paths.run, status=status, reason=reason)
         print(f"run {status}: {reason} ({self.paths.root})", flush=True)
         return code
-
-
-def _ordered(fields: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    """The DESIGN §2 fields first, in table order; documented extras after."""
-    missing = [n for n in names if n not in fields]
-    if missing:
-        raise KeyError(f"event is missing fields {missing}")
-    return {**{n: fields[n] for n in names}, **{k: v for k, v in fields.items() if k not in names}}
-
-
-def _finite_json(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_json(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite_json(v) for v in obj]
-    return obj

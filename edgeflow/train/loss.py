@@ -1,4 +1,4 @@
-"""Supernet loss and EPE (SPEC §3).
+"""Supernet loss and EPE (protocol §3).
 
 Coarse-to-fine: the 1/4 output is upsampled (legacy bilinear grid) and added to the 1/2 output, that
 sum upsampled and added to the 1/1 output. Values are not rescaled: every scale is in full-resolution

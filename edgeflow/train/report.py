@@ -1,4 +1,4 @@
-"""Epoch statistics (SPEC §7), the console line, and metrics.csv rebuilt from events.jsonl.
+"""Epoch statistics (docs/protocol.md) and the console line of an epoch.
 
 Light module (NumPy only). Train loss and grad norm are epoch means over all steps (each step's value
 is already the mean over its 3 archs); a skipped non-finite step is counted, not averaged.
@@ -6,10 +6,7 @@ is already the mean over its 3 archs); a skipped non-finite step is counted, not
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,43 +103,3 @@ def epoch_line(epoch: int, num_epochs: int, epoch_fields: dict[str, Any],
         parts.append(f"fp16 overflow skips {epoch_fields['overflow_steps']}")
     parts.append(f"{_fmt(epoch_fields['samples_per_second'], '.1f')} samples/s")
     return " | ".join(parts)
-
-
-# Field lists of DESIGN §2 (beyond event, time, experiment, job_id). Events carry these first; the
-# epoch event adds grad_norm_p50, grad_norm_p99 and clip_count (SPEC §7), which readers may ignore.
-EPOCH_EVENT_FIELDS = ("epoch", "step", "lr", "train_loss", "grad_norm", "grad_norm_p90", "clip_rate",
-                      "fairness_gap", "nonfinite_steps", "epoch_seconds", "samples_per_second")
-EVAL_EVENT_FIELDS = ("epoch", "mean_epe", "std_epe", "median_epe", "p90_epe", "arch_epe", "best_epe",
-                     "best_epoch", "bad_epochs", "patience", "improved")
-RUN_START_FIELDS = ("train_samples", "val_samples", "resumed_from", "start_epoch", "num_epochs", "patience")
-HEARTBEAT_FIELDS = ("epoch", "step", "samples_per_second")
-CHECKPOINT_FIELDS = ("epoch", "kind", "path")
-RUN_END_FIELDS = ("status", "reason")
-
-METRICS_COLUMNS = (
-    "epoch", "step", "lr", "train_loss", "grad_norm", "grad_norm_p50", "grad_norm_p90", "grad_norm_p99",
-    "clip_count", "clip_rate", "fairness_gap", "nonfinite_steps", "epoch_seconds", "samples_per_second",
-    "mean_epe", "std_epe", "median_epe", "p90_epe", "best_epe", "best_epoch", "bad_epochs", "patience",
-    "improved",
-)
-
-
-def metrics_rows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per epoch from `epoch` and `eval` events; a re-run epoch (after a kill) replaces the
-    earlier attempt, so the file never lists an epoch twice."""
-    rows: dict[int, dict[str, Any]] = {}
-    for ev in events:
-        if ev.get("event") == "epoch":
-            rows[int(ev["epoch"])] = {k: ev.get(k) for k in METRICS_COLUMNS if k in ev}
-        elif ev.get("event") == "eval" and int(ev["epoch"]) in rows:
-            rows[int(ev["epoch"])].update({k: ev.get(k) for k in METRICS_COLUMNS if k in ev and k != "epoch"})
-    return [rows[e] for e in sorted(rows)]
-
-
-def metrics_csv(events: Iterable[dict[str, Any]]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRICS_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in metrics_rows(events):
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in METRICS_COLUMNS})
-    return out.getvalue()

@@ -1,4 +1,4 @@
-"""Learning-rate schedule of SPEC §4: cosine from the base LR to 0, no warm-up (or constant).
+"""Learning-rate schedule of protocol §4: cosine from the base LR to 0, no warm-up (or constant).
 
 Light module: the LR is computed in Python and fed to the step as a scalar tensor, so the schedule
 never causes a retrace and a resumed run gets exactly the LR of its global step.

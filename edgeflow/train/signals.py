@@ -33,7 +33,14 @@ class StopFlag:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def uninstall(self) -> None:
+    def uninstall(self, *, ignore_repeats: bool = False) -> None:
+        """Restore the previous handlers; with `ignore_repeats`, ignore the signals once a stop was requested.
+
+        The trainer exits right after: SLURM delivers the signal to every process of the step and the
+        launcher forwards it too, and a late copy must not kill the process with the default action
+        after its checkpoint (the launcher would read that as "killed while starting").
+        """
         for sig, prev in self._previous.items():
-            signal.signal(sig, prev)  # type: ignore[arg-type]
+            handler = signal.SIG_IGN if ignore_repeats and self.requested else prev
+            signal.signal(sig, handler)  # type: ignore[arg-type]
         self._previous.clear()

@@ -1,4 +1,4 @@
-"""The strict-fairness training step of SPEC §4 as ONE traced function.
+"""The strict-fairness training step of protocol §4 as ONE traced function.
 
 Signature: (x [None, H, W, 6], flow [None, H, W, 2], archs int32 [3, 9], lr scalar). The arch codes
 and the LR are tensors, and the batch dimension is unknown, so every arch and the smaller last batch
@@ -14,7 +14,7 @@ Mixed precision (`train.mixed_precision`, a float16 model): the loss is multipli
 scale before differentiation and every gradient divided by it (in float32) before averaging, norm and
 clipping. A step whose loss is finite but whose scaled gradients overflowed is skipped like a
 non-finite one but reported as `overflow`, not as non-finite: the scale is halved and training goes
-on. In float32 none of this is in the graph.
+on. In float32 and bfloat16 (float32's exponent range: nothing underflows) none of this is in the graph.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from edgeflow.config import Config
+from edgeflow.config import Config, compute_precision
 from edgeflow.nas.arch import NUM_BLOCKS
 from edgeflow.train import loss as loss_lib
 from edgeflow.train.loss_scale import DynamicLossScale
@@ -55,12 +55,13 @@ class TrainStep:
         self.micro_batch_size = int(t.micro_batch_size)
         self.archs_per_step = int(t.archs_per_step)
         self.jit_compile = bool(t.jit_compile)
-        compute_dtype = getattr(model, "compute_dtype", tf.float32)
-        if bool(t.mixed_precision) != (compute_dtype == tf.float16):
+        compute_dtype = tf.as_dtype(getattr(model, "compute_dtype", tf.float32))
+        wanted = compute_precision(t.mixed_precision)
+        if compute_dtype.name != wanted:
             # Loss scaling without float16 is pointless and float16 without it underflows gradients.
             raise ValueError(f"train.mixed_precision={t.mixed_precision} needs a model computing in "
-                             f"{'float16' if t.mixed_precision else 'float32'}, got {compute_dtype.name}")
-        self.loss_scale: DynamicLossScale | None = DynamicLossScale() if t.mixed_precision else None
+                             f"{wanted}, got {compute_dtype.name}")
+        self.loss_scale: DynamicLossScale | None = DynamicLossScale() if wanted == "float16" else None
         if self.jit_compile:
             # XLA auto-clustering: compiles the parts XLA supports and leaves the rest to TensorFlow.
             # Forcing the whole step (tf.function(jit_compile=True)) fails in TF 2.21: XLA cannot

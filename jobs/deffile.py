@@ -1,8 +1,9 @@
 """Read an Apptainer definition file without Apptainer: header, sections, labels, %files, templates.
 
-Standard library only, so the build script, the tests and a login node can all use it. Apptainer
-itself is the authority on the format; this parser covers what `edgeflow.def` uses and rejects the
-rest loudly (an unknown section or an unresolved `{{ var }}` is an error, never a silent skip).
+Standard library only, so `python -m jobs.image` on a login node, the tests and the test stand-in
+of `apptainer` can all use it. Apptainer itself is the authority on the format; this parser covers
+what `edgeflow.def` uses and rejects the rest loudly (an unknown section or an unresolved `{{ var }}`
+is an error, never a silent skip).
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ def render(text: str, values: dict[str, str], *, path: str = "definition") -> st
     """Replace every `{{ name }}` like `apptainer build --build-arg` does; unknown names are an error."""
     missing = sorted(template_names(text) - set(values))
     if missing:
-        raise DefFileError(f"{path}: no value for {', '.join(missing)} (give it in %arguments or as --build-arg)")
+        raise DefFileError(f"{path}: no value for {', '.join(missing)} (give it in %arguments or as "
+                           "--build-arg)")
     return _TEMPLATE_RE.sub(lambda m: values[m.group(1)], text)
 
 

@@ -1,0 +1,282 @@
+"""The strict-fairness step on several replicas through tf.distribute (train.distribute).
+
+Two ways to spread a step (train.distribute_mode):
+
+- arch_parallel (3 replicas, or 3m): replica r computes arch r % 3 on batch shard r // 3 (the whole
+  batch when m = 1). Gradients, each weighted by 1/3 and the shard's share of the batch, are summed
+  by an all-reduce, so with 3 replicas the loss, the gradient, its norm, the clipping and the Adam
+  update are the single-device arithmetic (to float rounding: the sum runs in another order).
+  BN moving statistics: every replica sends its updated copy to all others, and each applies the
+  three arch updates in arch order, as the single device does one arch after the other.
+- data_parallel (any replica count dividing the batch): replica r runs all 3 archs on shard r of the
+  batch; BN batch statistics are then those of the shard (per replica), and the moving statistics
+  are averaged over replicas (weighted by shard size) after every step, so all copies stay equal.
+
+Variables: weights and Adam slots are mirrored (one copy per replica, updated once in cross-replica
+context with the all-reduced gradient); BN moving statistics are replica-local (ON_READ), since each
+replica updates its copy in its own forward pass, and are made equal again by the step.
+A non-finite loss or gradient skips the update on every replica and restores the BN statistics.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from edgeflow.config import Config, ConfigError
+from edgeflow.model.layers import BN_MOMENTUM
+from edgeflow.nas.arch import NUM_BLOCKS
+from edgeflow.train.restore import build_supernet
+from edgeflow.train.step import StepResult, TrainStep
+
+MODES = ("arch_parallel", "data_parallel")
+KINDS = ("none", "mirrored", "multi_worker", "auto")
+
+
+class DistributeError(ConfigError):
+    """A setup the chosen mode cannot use; raised before training starts (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which arch and which batch shard each replica computes."""
+
+    mode: str
+    replicas: int
+
+    @property
+    def shards(self) -> int:
+        return self.replicas // 3 if self.mode == "arch_parallel" else self.replicas
+
+    def shard_of(self, replica: int) -> int:
+        return replica // 3 if self.mode == "arch_parallel" else replica
+
+    def bounds(self, batch: int, shard: int) -> tuple[int, int]:
+        """Rows of shard `shard` in a batch of `batch` (an uneven last batch splits as evenly as it can)."""
+        return shard * batch // self.shards, (shard + 1) * batch // self.shards
+
+
+def check_layout(mode: str, replicas: int, batch_size: int) -> Layout:
+    """The layout of `replicas` replicas in `mode`, or a DistributeError saying why it cannot work."""
+    if mode not in MODES:
+        raise DistributeError(f"train.distribute_mode: must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "arch_parallel" and replicas % 3:
+        raise DistributeError(f"train.distribute_mode: arch_parallel needs 3 replicas or a multiple of 3 (one "
+                              f"per arch of the step), got {replicas}; use data_parallel or change the "
+                              f"number of GPUs/tasks")
+    layout = Layout(mode, replicas)
+    if batch_size % layout.shards:
+        raise DistributeError(f"train.batch_size: {batch_size} is not divisible by the {layout.shards} batch "
+                              f"shards of {mode} on {replicas} replicas")
+    return layout
+
+
+def make_strategy(cfg: Config, devices: list[str] | None = None) -> tf.distribute.Strategy | None:
+    """The strategy for train.distribute (None: one device, the plain step).
+
+    `auto`: several SLURM tasks -> multi_worker; else several visible GPUs -> mirrored; else none.
+    """
+    kind = cfg.train.distribute
+    if kind == "auto":
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            kind = "multi_worker"
+        elif len(tf.config.list_physical_devices("GPU")) > 1:
+            kind = "mirrored"
+        else:
+            kind = "none"
+    if kind == "none":
+        return None
+    if kind == "mirrored":
+        if devices is None and not tf.config.list_physical_devices("GPU"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if kind == "multi_worker":
+        # The strategy itself is TensorFlow's (SlurmClusterResolver + MultiWorkerMirroredStrategy), but
+        # the run directory is not yet written by one chief only: refused rather than corrupted.
+        raise DistributeError("train.distribute: multi_worker (one trainer per SLURM task) is not available "
+                              "yet; on one node use mirrored, which drives every GPU of the node")
+    raise DistributeError(f"train.distribute: must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def _local_bn_creator(next_creator: Callable[..., Any], **kwargs: Any) -> Any:
+    # BN moving statistics are the only non-trainable variables of the supernet.
+    if kwargs.get("trainable") is False:
+        kwargs["synchronization"] = tf.VariableSynchronization.ON_READ
+        kwargs["aggregation"] = tf.VariableAggregation.ONLY_FIRST_REPLICA
+    return next_creator(**kwargs)
+
+
+def build_model(cfg: Config, strategy: tf.distribute.Strategy) -> tf.Module:
+    """The supernet with mirrored weights and replica-local BN moving statistics."""
+    with strategy.scope(), tf.variable_creator_scope(_local_bn_creator):
+        return build_supernet(cfg)
+
+
+def _bn_usage(model: tf.Module) -> list[tuple[int, int]]:
+    """(block, option) that makes an arch use each BN moving variable; (-1, -1): every arch does."""
+    all_vars = list(model.bn_moving_variables)
+    used = [{v.ref() for v in model.arch_bn_moving_variables([o] * NUM_BLOCKS)} for o in range(3)]
+    common = used[0] & used[1] & used[2]
+    block_of: dict[Any, int] = {}
+    for layer_name, module in model.layers.items():
+        block = next(layer.block for layer in _layers() if layer.name == layer_name)
+        if block is None:
+            continue
+        for sub in module.submodules:
+            for v in (getattr(sub, "moving_mean", None), getattr(sub, "moving_variance", None)):
+                if v is not None:
+                    block_of[v.ref()] = block
+    usage = []
+    for v in all_vars:
+        if v.ref() in common:
+            usage.append((-1, -1))
+            continue
+        options = [o for o in range(3) if v.ref() in used[o]]
+        if len(options) != 1 or v.ref() not in block_of:
+            raise AssertionError(f"BN variable {v.name} is not used by exactly one option of one block")
+        usage.append((block_of[v.ref()], options[0]))
+    return usage
+
+
+def _layers():
+    from edgeflow.model.table import LAYERS
+    return LAYERS
+
+
+class DistributedTrainStep(TrainStep):
+    """TrainStep on the replicas of `strategy`; same call and StepResult as the single-device step."""
+
+    def __init__(self, model: tf.Module, cfg: Config, strategy: tf.distribute.Strategy) -> None:
+        t = cfg.train
+        if t.micro_batch_size:
+            raise DistributeError("train.micro_batch_size: micro-batching is not combined with train.distribute; "
+                                  "spread the batch over replicas instead (set it to 0)")
+        if t.mixed_precision in (True, "float16"):
+            raise DistributeError("train.mixed_precision: float16 loss scaling is not combined with "
+                                  "train.distribute; use bfloat16")
+        if t.sync_batch_norm:
+            raise DistributeError("train.sync_batch_norm: cross-replica BN statistics are not available yet; "
+                                  "set it to false (per-replica batch statistics)")
+        self.strategy = strategy
+        self.layout = check_layout(t.distribute_mode, strategy.num_replicas_in_sync, t.batch_size)
+        with strategy.scope():
+            super().__init__(model, cfg)
+        self.momentum = float(BN_MOMENTUM)
+        usage = _bn_usage(model)
+        self.bn_block = [b for b, _ in usage]
+        self.bn_option = [o for _, o in usage]
+        self._replica_fn = self._arch_replica if self.layout.mode == "arch_parallel" else self._data_replica
+        # Per-replica shapes vary with the last batch of an epoch: one generalised trace serves them all.
+        self.function = tf.function(self._distributed_step, reduce_retracing=True)
+
+    # ------------------------------------------------------------------ host side
+    def __call__(self, x, flow, archs, lr: float) -> StepResult:
+        xs, flows, shares = self._split(x, flow)
+        out = self.function(xs, flows, shares, tf.convert_to_tensor(archs, tf.int32), tf.constant(lr, tf.float32))
+        return StepResult(loss=float(out["loss"]), grad_norm=float(out["grad_norm"]),
+                          clipped=bool(out["clipped"]), finite=bool(out["finite"]))
+
+    def _split(self, x, flow) -> tuple[Any, Any, Any]:
+        x, flow = np.asarray(x), np.asarray(flow)
+        batch = x.shape[0]
+        layout = self.layout
+
+        def take(ctx, what: int) -> tf.Tensor:
+            lo, hi = layout.bounds(batch, layout.shard_of(ctx.replica_id_in_sync_group))
+            if what == 0:
+                return tf.constant(x[lo:hi])
+            if what == 1:
+                return tf.constant(flow[lo:hi])
+            return tf.constant((hi - lo) / batch, tf.float32)
+
+        dist = self.strategy.experimental_distribute_values_from_function
+        return dist(lambda c: take(c, 0)), dist(lambda c: take(c, 1)), dist(lambda c: take(c, 2))
+
+    # ------------------------------------------------------------------ graph side
+    def _bn_flat(self) -> tf.Tensor:
+        return tf.concat([tf.reshape(tf.convert_to_tensor(v), [-1]) for v in self.bn_variables], 0)
+
+    def _arch_replica(self, x, flow, share, archs):
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group
+        before = [tf.identity(v) for v in self.bn_variables]
+        arch_index = replica % 3
+        arch = archs[arch_index]
+        grads0 = [tf.zeros_like(v) for v in self.variables]
+        loss, grads = self._guarded(x, flow, arch, share / 3.0, grads0)
+        # Everyone's updated BN copies, positioned by replica (a sum with zeros is exact).
+        mine = self._bn_flat()
+        onehot = tf.one_hot(replica, self.layout.replicas, dtype=tf.float32)
+        gathered = ctx.all_reduce(tf.distribute.ReduceOp.SUM, onehot[:, None] * mine[None, :])
+        loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads])
+        composed = self._compose(before, gathered, archs)
+        return loss, grads, before, composed
+
+    def _compose(self, before: list[tf.Tensor], gathered: tf.Tensor, archs: tf.Tensor) -> list[tf.Tensor]:
+        """Apply every replica's BN update in (arch, shard) order, as one device runs the archs in turn."""
+        m = self.momentum
+        order = sorted(range(self.layout.replicas), key=lambda r: (r % 3, r // 3))
+        out, offset = [], 0
+        for old, block, option in zip(before, self.bn_block, self.bn_option, strict=True):
+            size = int(np.prod(old.shape))
+            value = old
+            for r in order:
+                local = tf.reshape(gathered[r, offset:offset + size], old.shape)
+                # local = m*old + (1-m)*batch_stat when replica r's arch used this BN, else old.
+                increment = local - m * old
+                if block < 0:
+                    value = m * value + increment
+                else:
+                    used = tf.equal(archs[r % 3][block], option)
+                    value = tf.where(used, m * value + increment, value)
+            out.append(value)
+            offset += size
+        return out
+
+    def _data_replica(self, x, flow, share, archs):
+        ctx = tf.distribute.get_replica_context()
+        before = [tf.identity(v) for v in self.bn_variables]
+        loss = tf.constant(0.0)
+        grads = [tf.zeros_like(v) for v in self.variables]
+        for k in tf.range(3):
+            loss_k, grads = self._guarded(x, flow, archs[k], share / 3.0, grads)
+            loss += loss_k
+        # Moving statistics: the share-weighted mean of the replicas' copies.
+        mean = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [share * tf.convert_to_tensor(v) for v in self.bn_variables])
+        loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads])
+        return loss, grads, before, mean
+
+    def _guarded(self, x, flow, arch, weight, grads):
+        """Loss * weight and grads + weight * gradient; nothing for an empty shard (a tiny last batch)."""
+        def run():
+            return self._accumulate(x, flow, arch, weight, tf.constant(0.0), grads)
+        return tf.cond(tf.shape(x)[0] > 0, run, lambda: (tf.constant(0.0), grads))
+
+    def _replica(self, x, flow, share, archs):
+        loss, grads, before, after = self._replica_fn(x, flow, share, archs)
+        grad_norm = tf.linalg.global_norm(grads)
+        finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
+        for var, old, new in zip(self.bn_variables, before, after, strict=True):
+            var.assign(tf.where(finite, new, old))
+        return loss, grads, grad_norm, finite
+
+    def _distributed_step(self, xs, flows, shares, archs, lr):
+        loss, grads, grad_norm, finite = self.strategy.run(self._replica, args=(xs, flows, shares, archs))
+        # Every replica holds the same all-reduced values; the update runs once, on the mirrored weights.
+        first = self.strategy.experimental_local_results
+        loss, grad_norm, finite = first(loss)[0], first(grad_norm)[0], first(finite)[0]
+        grads = [first(g)[0] for g in grads]
+        clipped_grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
+
+        def apply() -> tf.Tensor:
+            self.optimizer.apply(clipped_grads, self.variables, lr)
+            return tf.constant(True)
+
+        applied = tf.cond(finite, apply, lambda: tf.constant(False))
+        return {"loss": loss, "grad_norm": grad_norm, "clipped": grad_norm > self.clip_norm, "finite": applied}
+

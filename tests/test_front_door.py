@@ -1,0 +1,43 @@
+"""The front door: `make help` lists every target, and `make test`'s service step says what it does."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+from tests.helpers import REPO
+
+
+def test_make_help_lists_every_target() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    targets = {m.group(1) for m in re.finditer(r"^([a-z][a-z0-9-]*):(?!=)", makefile, re.M)}
+    assert {"setup", "demo", "test", "report", "status"} <= targets
+    out = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    listed = {m.group(1) for m in re.finditer(r"^(?:sudo )?make ([a-z][a-z0-9-]*)", out.stdout, re.M)}
+    assert targets <= listed, f"not in make help: {sorted(targets - listed)}"
+    phony = set(re.search(r"^\.PHONY:(.*)$", makefile, re.M).group(1).split())
+    assert targets - {"$(VENV)/.installed"} <= phony, sorted(targets - phony)
+
+
+def test_test_services_step_says_what_skips_and_how(tmp_path) -> None:
+    # A PATH without any service: report only (EDGEFLOW_NO_SERVICES=1 starts nothing, as for a non-root user).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "id", "dirname"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    out = subprocess.run([str(bin_dir / "bash"), "scripts/test-services.sh"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, env={"PATH": str(bin_dir), "EDGEFLOW_NO_SERVICES": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "services missing: SLURM (sinfo does not answer) prometheus promtool" in out.stdout, out.stdout
+    assert "sudo make services" in out.stdout
+
+
+def test_docs_exit_code_table_is_the_one_of_the_code() -> None:
+    from edgeflow import rundir
+
+    text = (REPO / "docs" / "training.md").read_text()
+    table = text[text.index("## Exit codes"):]
+    rows = {int(m.group(1)) for m in re.finditer(r"^\| (\d+) \|", table, re.M)}
+    assert rows == set(rundir.EXIT_CODE_MEANING), rows

@@ -1,0 +1,106 @@
+"""`jobs status` says plainly whether a run is alive; `jobs list` and `jobs logs` over crafted runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeflow import rundir
+from edgeflow.rundir.events import build_event
+from tests.helpers import run_cli
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def craft_run(root: Path, name: str, *, progress_age: float, pid: int | None, status: str = "running") -> Path:
+    run = root / name
+    (run / rundir.JOBS_DIR).mkdir(parents=True)
+    now = time.time()
+    events = [
+        build_event("run_start", name, "local-1", dict(train_samples=24, val_samples=8, resumed_from=None,
+                                                       start_epoch=1, num_epochs=10, patience=5), now - 7200),
+        build_event("epoch", name, "local-1", dict(epoch=1, step=6, lr=1e-3, train_loss=1.234567, grad_norm=2.0,
+                                                   grad_norm_p90=3.0, clip_rate=0.0, fairness_gap=0,
+                                                   nonfinite_steps=0, epoch_seconds=61.7,
+                                                   samples_per_second=4.0), now - progress_age - 30),
+        build_event("heartbeat", name, "local-1", dict(epoch=2, step=9, samples_per_second=3.14159),
+                    now - progress_age),
+    ]
+    rundir.paths.RunPaths(run).events.write_text("".join(rundir.to_json(e) + "\n" for e in events))
+    rundir.atomic_write_json(run / rundir.RUN_FILE, {"experiment": name, "status": status,
+                                                     "job_ids": ["local-1"]})
+    if pid is not None:
+        log = run / rundir.JOBS_DIR / f"{pid}_0_log.out"
+        log.write_text(f"trainer of {name}\nepoch 1/10: step 6/6 100% | ...\n")
+        rundir.atomic_write_json(run / rundir.JOBS_DIR / "submissions.json", {"submissions": [
+            {"job_id": f"local-{pid}", "executor": "local", "cluster": "local", "pid": pid,
+             "stdout": str(log), "stderr": str(log.with_suffix(".err"))}]})
+    return run
+
+
+def status_json(run: Path) -> dict:
+    proc = run_cli("jobs", "status", str(run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_status_flags_a_dead_run_and_says_what_to_do(tmp_path: Path) -> None:
+    run = craft_run(tmp_path, "gone", progress_age=3600, pid=dead_pid())
+    proc = run_cli("jobs", "status", str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict:    LOOKS DEAD" in proc.stdout, proc.stdout
+    assert f"--config {run}/jobs/submitted_config.yaml --cluster local" in proc.stdout
+    assert "progress:   last heartbeat 1h00m ago" in proc.stdout
+    assert "3.14 samples/s" in proc.stdout and "train loss 1.235" in proc.stdout  # rounded for people
+    info = status_json(run)
+    assert info["health"]["verdict"] == "dead" and info["health"]["progress_age_s"] == pytest.approx(3600, abs=60)
+
+
+def test_status_tells_alive_from_stalled(tmp_path: Path) -> None:
+    alive = craft_run(tmp_path, "alive", progress_age=20, pid=os.getpid())
+    stalled = craft_run(tmp_path, "stalled", progress_age=3600, pid=os.getpid())
+    assert status_json(alive)["health"]["verdict"] == "alive"
+    assert status_json(stalled)["health"]["verdict"] == "stalled"
+    # A stall threshold longer than the silence: not stalled.
+    proc = run_cli("jobs", "status", str(stalled), "--json", "--stall-minutes", "120")
+    assert json.loads(proc.stdout)["health"]["verdict"] == "alive"
+    ended = craft_run(tmp_path, "ended", progress_age=3600, pid=dead_pid(), status="completed")
+    assert status_json(ended)["health"]["verdict"] == "ended"
+
+
+def test_list_and_logs(tmp_path: Path) -> None:
+    craft_run(tmp_path, "a-dead", progress_age=3600, pid=dead_pid())
+    run = craft_run(tmp_path, "b-alive", progress_age=20, pid=os.getpid())
+    proc = run_cli("jobs", "list", "--root", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:3] == ["experiment", "status", "verdict"]
+    assert lines[1].split()[:4] == ["a-dead", "running", "dead", "1"] and "1h00m ago" in lines[1]
+    assert lines[2].split()[:3] == ["b-alive", "running", "alive"] and "RUNNING" in lines[2]
+    # A requeue with a new job id: a second log file, printed after the first.
+    later = run / rundir.JOBS_DIR / "99999999_0_log.out"
+    later.write_text("resumed from checkpoints/latest\n")
+    os.utime(later, (time.time() + 5, time.time() + 5))
+    out = run_cli("jobs", "logs", str(run)).stdout
+    assert out.index("trainer of b-alive") < out.index("resumed from checkpoints/latest"), out
+    assert out.count("==> ") == 2
+
+
+@pytest.mark.parametrize("mode", [["--textfile", "/proc"], ["--pushgateway", "http://127.0.0.1:9"]],
+                         ids=["textfile-unwritable", "pushgateway-unreachable"])
+def test_monitor_once_exits_nonzero_when_the_export_fails(tmp_path: Path, mode: list[str]) -> None:
+    run = craft_run(tmp_path, "m", progress_age=20, pid=None)
+    proc = run_cli("monitor", "--run", str(run), *mode, "--once")
+    assert proc.returncode == 1, proc.stderr
+    assert "monitor: --once: the export failed" in proc.stderr
+    ok = run_cli("monitor", "--run", str(run), "--textfile", str(tmp_path / "prom"), "--once")
+    assert ok.returncode == 0 and (tmp_path / "prom" / "edgeflow_m.prom").is_file(), ok.stderr
