@@ -8,6 +8,8 @@ CLUSTER  ?= local
 RUN      ?=
 DEMO_DIR ?= data/demo
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (a file stays on one worker; SLURM tests share one).
+TEST_WORKERS ?= 2
 
 .PHONY: help setup services demo demo-data test bench probe preflight pack submit monitor report status image image-check lint clean export import-v1
 
@@ -53,7 +55,7 @@ demo: setup
 
 test: setup
 	@bash scripts/test-services.sh
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup
 	$(PYTHON) -m bench

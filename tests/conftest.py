@@ -14,6 +14,16 @@ import pytest
 from tests.helpers import REPO
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make test` runs the suite on several workers (pytest-xdist, --dist loadgroup): a file's tests stay
+    # on one worker, so its module fixtures (a trained run, an export) are built once, and every test
+    # that queues jobs on the one-node SLURM runs on the same worker, one at a time, as on a real queue.
+    for item in items:
+        group = "slurm" if item.get_closest_marker("slurm") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def require_service(available: bool, reason: str) -> None:
     if available:
         return

@@ -58,6 +58,14 @@ def _pyproject(key: str) -> str:
     return value.strip('"') if value.startswith('"') else value
 
 
+def _section(name: str) -> str:
+    """The body of a [name] table of pyproject.toml."""
+    text = (REPO / "pyproject.toml").read_text()
+    start = text.index(f"[{name}]\n") + len(name) + 3
+    end = text.find("\n[", start)
+    return text[start:end if end >= 0 else None]
+
+
 def _from_files(body: str, definition: deffile.DefFile) -> str:
     """Replace the image paths of %files destinations by their sources in the repository."""
     for src, dst in sorted(definition.files, key=lambda f: -len(f[1])):
@@ -169,10 +177,11 @@ def test_the_image_installs_the_lock_ci_uses(definition):
     # Makefile: pip install -c constraints.txt -e '.[train,jobs,monitor,dev]'; the image leaves out dev.
     make_extras = re.search(r"-c constraints.txt -e '\.\[([a-z,]+)\]'", (REPO / "Makefile").read_text()).group(1)
     assert set(extras.split(",")) == set(make_extras.split(",")) - {"dev"}
-    # Every package pyproject installs is copied in.
-    for pattern in json.loads(_pyproject("include")):
-        package = pattern.rstrip("*")
-        assert files[package] == f"{src}/{package}"
+    # Every folder pyproject installs a package from is copied in (edgeflow_jobs comes from jobs/, ...).
+    dirs = dict(re.findall(r'^(\w+) = "(\w+)"$', _section("tool.setuptools.package-dir"), re.M))
+    for package in json.loads(_pyproject("packages")):
+        folder = dirs.get(package, package.split(".")[0])
+        assert files[folder] == f"{src}/{folder}", package
 
 
 def test_every_files_source_exists(definition):
