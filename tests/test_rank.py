@@ -101,9 +101,12 @@ def test_rerun_skips_done_archs_and_sigterm_stops_after_the_current_arch(run_dir
         assert (a["epe_mean"], a["epe_median"], a["epe_p90"]) == (b["epe_mean"], b["epe_median"], b["epe_p90"])
 
 
+PER_WRITER = 1000  # enough that, unlocked, a line's half-visible copy is caught now and then (CI saw it)
+
+
 def _append_many(path: str, worker: int) -> None:
-    for i in range(150):
-        code = f"{worker % 3}{i % 3}{(i // 3) % 3}{(i // 9) % 3}{(i // 27) % 3}{(i // 81) % 3}000"
+    for i in range(PER_WRITER):
+        code = f"{worker % 3}" + "".join(str(i // 3**k % 3) for k in range(7)) + "0"  # distinct per line
         row = {c: 0 for c in results.COLUMNS}
         row.update(code=code, epe_mean=float(i), epe_median=1.0, epe_p90=2.0, latency_ms=0.5, recal_seconds=0.1,
                    eval_seconds=0.1, time=1.0, checkpoint="best-000001", checkpoint_digest="d" * 16,
@@ -121,17 +124,19 @@ def test_concurrent_writers_share_one_file_and_torn_lines_are_skipped(tmp_path: 
     for p in procs:
         p.join(60)
     lines = path.read_text().splitlines()
-    assert lines[0].startswith("code,") and len(lines) == 1 + 3 * 150
-    assert len(results.read_rows(path, key)) == 3 * 150  # every line intact, one header
+    assert "" not in lines  # no writer mistook another's line in flight for a killed writer's fragment
+    assert lines[0].startswith("code,") and len(lines) == 1 + 3 * PER_WRITER
+    assert len(results.read_rows(path, key)) == 3 * PER_WRITER  # every line intact, one header
     # a writer killed mid-line: the fragment is skipped, and the next append ends it first
     with open(path, "a") as fh:
         fh.write("222222222,1.5,1.5,1.5,2,1,1,0.1")
-    assert len(results.read_rows(path, key)) == 3 * 150
+    assert len(results.read_rows(path, key)) == 3 * PER_WRITER
     _append_many(str(path), 2)
     lines = path.read_text().splitlines()
-    assert len(lines) == 1 + 3 * 150 + 1 + 150 and any(line.startswith("222222222,1.5,") for line in lines)
+    assert len(lines) == 1 + 3 * PER_WRITER + 1 + PER_WRITER
+    assert any(line.startswith("222222222,1.5,") for line in lines)
     rows = results.read_rows(path, key)
-    assert len(rows) == 3 * 150 and "222222222" not in {r["code"] for r in rows}
+    assert len(rows) == 3 * PER_WRITER and "222222222" not in {r["code"] for r in rows}
     # a line changed after it was written fails its CRC
     tampered = lines[1].replace(",1.0,", ",1.25,", 1)
     assert tampered != lines[1]

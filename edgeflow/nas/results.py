@@ -4,7 +4,9 @@ Several processes (the elements of a job array, a search and a ranking) may appe
 the same time, and any of them may be killed at any moment. So:
 
 - the header is put in place once, by linking a complete temporary file to the name (never replaced);
-- a result is one complete line written with a single `write` on an O_APPEND descriptor, then fsynced;
+- a result is one complete line written with a single `write` on an O_APPEND descriptor, then fsynced,
+  under an exclusive lock (`flock`): the check for a fragment left by a killed writer must not see
+  another writer's line half-copied (the kernel makes a page of it visible before the rest);
 - each line ends with a CRC32 of its other fields: the reader skips a line that is torn, interleaved or
   half-written (and the arch is evaluated again), never misreads one;
 - every line carries the key of what it measured (checkpoint digest and protocol id): a reader only
@@ -16,6 +18,7 @@ Light module (no TensorFlow).
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
 import tempfile
@@ -114,27 +117,21 @@ def ensure_file(path: Path) -> None:
 
 
 def append(path: Path, row: dict[str, Any]) -> None:
-    """Append one complete result line (single write, O_APPEND, fsync)."""
+    """Append one complete result line (single write, O_APPEND, fsync, under an exclusive lock)."""
     ensure_file(path)
     line = format_line(row).encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND)
     try:
-        if _ends_without_newline(path):
+        # Every read below goes through this descriptor: closing another one would drop a POSIX lock.
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the kernel when the writer is killed
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
             # a writer killed mid-line left a fragment: end it, so this line stays intact
             line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _ends_without_newline(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() == 0:
-            return False
-        fh.seek(-1, os.SEEK_END)
-        return fh.read(1) != b"\n"
 
 
 def read_rows(path: Path, key: Key | None = None) -> list[dict[str, Any]]:
