@@ -37,7 +37,7 @@ def _child(replicas: int, mode: str) -> None:
         step = TrainStep(Supernet(seed=0), cfg)
     else:
         cfg.train.distribute, cfg.train.distribute_mode = "mirrored", mode
-        strategy = distribute.make_strategy(cfg)
+        strategy, _ = distribute.make_strategy(cfg)
         step = distribute.DistributedTrainStep(distribute.build_model(cfg, strategy), cfg, strategy)
     sampler = FairSampler(0)
     step(x, flow, sampler.next_archs(), 1e-4)

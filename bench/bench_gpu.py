@@ -43,6 +43,7 @@ def main() -> None:
     from edgeflow.data.scan import resolve_splits
     from edgeflow.nas.sampler import FairSampler
     from edgeflow.train import distribute
+    from edgeflow.train.layout import MODES
     from edgeflow.train.restore import build_supernet
     from edgeflow.train.step import TrainStep
 
@@ -61,7 +62,7 @@ def main() -> None:
     except Exception as exc:  # the step figures stand without data; say why the fed ones are missing
         print(f"input pipeline not measured: {exc}")
         samples = []
-    setups = [(1, "none")] + [(len(gpus), m) for m in distribute.MODES
+    setups = [(1, "none")] + [(len(gpus), m) for m in MODES
                               if len(gpus) > 1 and (m == "data_parallel" or len(gpus) % 3 == 0)]
     base = None
     print(f"{len(gpus)} GPU(s), {os.cpu_count()} CPU cores; {h}x{w}, global batch {batch}, {STEPS} steps each")
@@ -70,7 +71,7 @@ def main() -> None:
             step = TrainStep(build_supernet(cfg), cfg)
         else:
             cfg.train.distribute, cfg.train.distribute_mode = "mirrored", mode
-            strategy = distribute.make_strategy(cfg, devices=[g.name for g in gpus])
+            strategy, _ = distribute.make_strategy(cfg, devices=[g.name for g in gpus])
             step = distribute.DistributedTrainStep(distribute.build_model(cfg, strategy), cfg, strategy)
         sampler = FairSampler(0)
         step(*fixed, sampler.next_archs(), 1e-4)

@@ -135,6 +135,8 @@ class TrainConfig:
     distribute: str = "none"
     distribute_mode: str = "arch_parallel"  # arch_parallel (3 or 3m replicas) | data_parallel
     sync_batch_norm: bool = False  # data_parallel: cross-replica BN batch statistics
+    # multi_worker: how long a task waits for all its peers at the start before it gives up (exit 2).
+    worker_timeout_s: float = 300.0
     jit_compile: bool = False
 
 
@@ -336,6 +338,7 @@ def validate(cfg: Config) -> Config:
             f"must be none, mirrored, multi_worker or auto, got {t.distribute!r}")
     require(t.distribute_mode in ("arch_parallel", "data_parallel"), "train.distribute_mode",
             f"must be arch_parallel or data_parallel, got {t.distribute_mode!r}")
+    require(t.worker_timeout_s > 0, "train.worker_timeout_s", f"must be > 0, got {t.worker_timeout_s}")
     require(not t.sync_batch_norm or t.distribute_mode == "data_parallel", "train.sync_batch_norm",
             "only applies to train.distribute_mode: data_parallel (arch_parallel replicas see the whole batch)")
 

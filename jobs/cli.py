@@ -91,6 +91,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     try:
         prof = profiles.load(args.cluster, args.profile_overrides)
         elements = sweep.expand(args.config, args.seeds, args.overrides)
+        submit.check_tasks(elements, prof)
         submit.check_binds(elements, prof)
     except ConfigError as exc:
         _err(str(exc))

@@ -60,6 +60,14 @@ def _job_id() -> str | None:
     return f"local-{local}" if local else None
 
 
+def _task_rank() -> int:
+    """This task's rank among the job's tasks (SLURM_PROCID; 0 for a one-task or a local job)."""
+    try:
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    except ValueError:
+        return 0
+
+
 # The host side's lines in the job log (stdout, between the trainer's own lines).
 log = console_logger("edgeflow-jobs", "[edgeflow-jobs %(asctime)s] %(message)s", stream="stdout",
                      datefmt="%H:%M:%S")
@@ -164,7 +172,7 @@ class NodeJob(Checkpointable):
             cfg = efconfig.load(spec.config_path)
         except efconfig.ConfigError as exc:
             reason = f"cannot load the submitted config on node {host}: {exc}"
-            rundir.record_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+            self._record_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
             raise JobFailed(reason) from None
 
         gate = run_gate(cfg)
@@ -173,7 +181,7 @@ class NodeJob(Checkpointable):
         if not gate.ok:
             reason = f"preflight on node {host} failed: {gate.reason}"
             # Bad data: its own status, and no requeue (raising ends the job for submitit).
-            rundir.record_end(spec.run_dir, spec.experiment, job_id, "data_error", reason)
+            self._record_end(spec.run_dir, spec.experiment, job_id, "data_error", reason)
             raise JobFailed(reason)
         self._check_gpu_driver(job_id)
 
@@ -187,7 +195,7 @@ class NodeJob(Checkpointable):
                 self._proc = subprocess.Popen(cmd, cwd=spec.workdir, env=trainer_env(spec, job_id))
             except OSError as exc:
                 reason = f"cannot start the trainer on node {host}: {cmd[0]}: {exc.strerror or exc}"
-                rundir.record_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
+                self._record_end(spec.run_dir, spec.experiment, job_id, "failed", reason)
                 raise JobFailed(reason) from None
             code = self._wait()
         except UncompletedJobError:
@@ -195,7 +203,7 @@ class NodeJob(Checkpointable):
             reason = (f"time limit reached {spec.profile.slurm.max_requeues + 1} times; max_requeues "
                       f"({spec.profile.slurm.max_requeues}) exhausted. The last checkpoint is kept: submit "
                       f"again to continue")
-            rundir.record_end(spec.run_dir, spec.experiment, job_id, "timeout", reason)
+            self._record_end(spec.run_dir, spec.experiment, job_id, "timeout", reason)
             _log(reason)
             raise
         finally:
@@ -239,7 +247,7 @@ class NodeJob(Checkpointable):
             by_code = {c: st for st, c in rundir.STATUS_EXIT_CODE.items() if c != rundir.EXIT_OK}
             status = by_code.get(code, "failed") if code is not None else "failed"
             reason += f" without writing run_end; see the job log in {Path(spec.run_dir) / 'jobs'}"
-            rundir.record_end(spec.run_dir, spec.experiment, job_id, status, reason, exit_code=code)
+            self._record_end(spec.run_dir, spec.experiment, job_id, status, reason, exit_code=code)
         else:
             reason += f" ({status}: {end.get('reason', '')})"
         _log(reason)
@@ -254,7 +262,7 @@ class NodeJob(Checkpointable):
         reason = (f"trainer stopped by {_describe_exit(code)} before it could checkpoint (still starting); "
                   "it resumes from its last checkpoint when the job runs again")
         _log(reason)
-        rundir.record_end(self.spec.run_dir, self.spec.experiment, _job_id(), "preempted", reason)
+        self._record_end(self.spec.run_dir, self.spec.experiment, _job_id(), "preempted", reason)
 
     def _check_gpu_driver(self, job_id: str | None) -> None:
         """An image built for a newer CUDA than the node's driver fails deep inside TensorFlow: stop here."""
@@ -266,13 +274,20 @@ class NodeJob(Checkpointable):
             report = gpu_driver.check_node(self.spec.profile)
         except gpu_driver.DriverError as exc:
             reason = f"GPU driver check failed: {exc}"
-            rundir.record_end(self.spec.run_dir, self.spec.experiment, job_id, "failed", reason)
+            self._record_end(self.spec.run_dir, self.spec.experiment, job_id, "failed", reason)
             raise JobFailed(reason) from None
         _log(report.summary())
 
+    def _record_end(self, run_dir: str, experiment: str, job_id: str | None, status: str, reason: str,
+                    **fields: Any) -> None:
+        # Several tasks (a multi-worker job): the first one speaks for the job, as its trainer is the
+        # chief that writes the run directory; the others' reasons stay in their own task logs.
+        if _task_rank() == 0:
+            rundir.record_end(run_dir, experiment, job_id, status, reason, **fields)
+
     def _start_sidecar(self) -> subprocess.Popen[bytes] | None:
         cmd = sidecar_command(self.spec)
-        if cmd is None:
+        if cmd is None or _task_rank() != 0:
             return None
         _log("monitor sidecar: " + shlex.join(cmd))
         env = dict(os.environ)

@@ -46,6 +46,9 @@ class SlurmProfile:
     qos: str = ""
     constraint: str = ""
     nodes: int = 1
+    # One trainer per task (train.distribute: multi_worker or auto); 1 runs one trainer per node,
+    # which drives all the node's GPUs (the usual choice).
+    tasks_per_node: int = 1
     gpus_per_node: int = 0
     cpus_per_task: int = 1
     mem_gb: float = 0.0          # 0: the partition's default
@@ -117,6 +120,11 @@ class ClusterProfile:
     @property
     def uses_gpus(self) -> bool:
         return self.slurm.gpus_per_node > 0
+
+    @property
+    def tasks(self) -> int:
+        """Trainers per job: one per SLURM task (several need train.distribute multi_worker or auto)."""
+        return self.slurm.nodes * self.slurm.tasks_per_node if self.executor == "slurm" else 1
 
 
 # Free-form mappings: edgeflow.config's builder types only scalars and lists, so these are taken out
@@ -197,7 +205,11 @@ def validate(p: ClusterProfile) -> ClusterProfile:
     s, c, i, m = p.slurm, p.container, p.image, p.monitor
     check_name(p.name, "name")
     require(p.executor in EXECUTORS, "executor", f"must be one of {', '.join(EXECUTORS)}, got {p.executor!r}")
-    require(s.nodes == 1, "slurm.nodes", f"the trainer runs on one node, got {s.nodes}")
+    require(s.nodes >= 1, "slurm.nodes", f"must be >= 1, got {s.nodes}")
+    require(s.tasks_per_node >= 1, "slurm.tasks_per_node", f"must be >= 1, got {s.tasks_per_node}")
+    require(not s.gpus_per_node or s.gpus_per_node % s.tasks_per_node == 0, "slurm.gpus_per_node",
+            f"{s.gpus_per_node} GPUs cannot be split evenly between {s.tasks_per_node} tasks per node "
+            f"(slurm.tasks_per_node)")
     require(s.gpus_per_node >= 0, "slurm.gpus_per_node", f"must be >= 0, got {s.gpus_per_node}")
     require(s.cpus_per_task >= 1, "slurm.cpus_per_task", f"must be >= 1, got {s.cpus_per_task}")
     require(s.mem_gb >= 0, "slurm.mem_gb", f"must be >= 0 (0 = partition default), got {s.mem_gb}")

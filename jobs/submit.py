@@ -24,6 +24,8 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from edgeflow import config as efconfig
 from edgeflow import rundir
+from edgeflow.config import ConfigError
+from edgeflow.train.layout import check_layout, replicas_of_job
 
 from .gate import GateResult, run_gate
 from .launch import NodeSpec, container_binds, trainer_command
@@ -64,7 +66,7 @@ def slurm_parameters(profile: ClusterProfile, job_name: str, comment: str = "",
         "job_name": job_name,
         "time": s.time_min,
         "nodes": s.nodes,
-        "ntasks_per_node": 1,
+        "ntasks_per_node": s.tasks_per_node,
         "cpus_per_task": s.cpus_per_task,
         "signal_delay_s": s.signal_delay_s,
         "stderr_to_stdout": False,
@@ -113,6 +115,30 @@ def batch_script(profile: ClusterProfile, folder: Path, job_name: str, comment: 
 
 def gate_all(elements: list[Element]) -> list[tuple[Element, GateResult]]:
     return [(el, run_gate(el.cfg)) for el in elements]
+
+
+def check_tasks(elements: list[Element], profile: ClusterProfile) -> None:
+    """Refuse (a ConfigError) a job whose trainers could not train together, before queueing.
+
+    Several SLURM tasks are one multi-worker run: each config must ask for that, and the replica count
+    (tasks x GPUs per task, a CPU task being one replica) must suit train.distribute_mode.
+    """
+    tasks = profile.tasks
+    if tasks == 1:
+        return
+    s = profile.slurm
+    replicas = replicas_of_job(tasks, s.gpus_per_node // s.tasks_per_node)
+    for el in elements:
+        t = el.cfg.train
+        if t.distribute not in ("multi_worker", "auto"):
+            raise ConfigError(f"{el.source}: train.distribute: {t.distribute!r}, but cluster profile {profile.name} "
+                              f"starts {tasks} trainers per job (slurm.nodes x slurm.tasks_per_node), which would "
+                              f"each train alone into one run directory; set train.distribute: multi_worker")
+        try:
+            check_layout(t.distribute_mode, replicas, t.batch_size)
+        except ConfigError as exc:
+            raise ConfigError(f"{el.source}: cluster profile {profile.name} ({s.nodes} node(s) x "
+                              f"{s.tasks_per_node} task(s), {s.gpus_per_node} GPU(s) per node): {exc}") from None
 
 
 def check_binds(elements: list[Element], profile: ClusterProfile) -> None:
@@ -221,6 +247,7 @@ def submit(elements: list[Element], profile: ClusterProfile,
             raise SubmitError(f"run {el.run_dir} already has a job in the queue: {listing}; two trainers "
                               f"must not share a run directory. Cancel it (python -m jobs cancel "
                               f"{el.run_dir}) or choose another runtime.experiment_name")
+    check_tasks(elements, profile)
     check_binds(elements, profile)
     if len(elements) == 1:
         folder = elements[0].run_dir / rundir.JOBS_DIR

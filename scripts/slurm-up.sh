@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start a single-node SLURM (Debian's slurm-wlm + munge) as root: no systemd, no cgroups.
 # Installs scripts/slurm/slurm.conf (or $SLURM_CONF_TEMPLATE) with CPUs and RealMemory lowered to what this
-# machine has. Idempotent: running daemons are left alone, and the script returns once `sinfo` shows the
+# machine has (CPUs stay as configured when the template sets SlurmdParameters=config_overrides).
+# Idempotent: running daemons are left alone, and the script returns once `sinfo` shows the
 # node idle (or mixed/allocated: it is up and running jobs).
 set -euo pipefail
 
@@ -27,6 +28,9 @@ mem_mb=$(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo)
 ref_cpus=$(sed -n 's/^NodeName=.*CPUs=\([0-9]*\).*/\1/p' "$REF")
 ref_mem=$(sed -n 's/^NodeName=.*RealMemory=\([0-9]*\).*/\1/p' "$REF")
 use_cpus=$(( cpus < ref_cpus ? cpus : ref_cpus ))
+if grep -q '^SlurmdParameters=.*config_overrides' "$REF"; then
+  use_cpus=$ref_cpus  # slots, not cores: slurmd reports the configured count (the template says why)
+fi
 use_mem=$(( mem_mb - 256 < ref_mem ? mem_mb - 256 : ref_mem ))
 mkdir -p /etc/slurm
 tmp=$(mktemp /etc/slurm/.slurm.conf.XXXXXX)

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from edgeflow import config as config_mod
-from edgeflow.train.distribute import DistributeError, Layout, check_layout, make_strategy
+from edgeflow.train.distribute import make_strategy
+from edgeflow.train.layout import DistributeError, Layout, check_layout
 
 SCRIPT = Path(__file__).parent / "scripts" / "distribute_check.py"
 
@@ -58,6 +59,32 @@ def test_data_parallel_runs_on_3_replicas_and_keeps_bn_copies_equal() -> None:
     assert out["bn_copies_equal"]
 
 
+@pytest.mark.slow
+def test_sync_batch_norm_makes_data_parallel_the_single_device_step() -> None:
+    out = run_check("data_parallel_sync")
+    assert out["replicas"] == 3 and all(out["finite"]) and out["bn_copies_equal"]
+    # BN statistics over all 3 shards are the whole batch's: the first step's loss, gradient norm and BN
+    # moving statistics are the single-device step's, to the rounding of an unfused batch norm (its
+    # gradient differs from the fused kernel's by ~2e-4). Per-replica statistics are 3 % off in the loss
+    # and 25 % in the gradient norm on this batch (test above), so these bounds tell the two apart.
+    assert out["loss"][0] == pytest.approx(out["ref_loss"][0], rel=1e-6)
+    assert out["grad_norm"][0] == pytest.approx(out["ref_grad_norm"][0], rel=1e-3)
+    assert out["bn_max_change"] > 1e-3 and out["bn_max_diff"] < 1e-4 * out["bn_max_change"]
+    # The second step follows Adam's first update, which moves every weight by about lr whatever the
+    # size of its gradient, so rounding-level gradient entries move weights too: a looser bound.
+    assert out["loss"][1] == pytest.approx(out["ref_loss"][1], rel=2e-3)
+
+
+def test_sync_batch_norm_refuses_an_epoch_that_leaves_a_replica_without_samples() -> None:
+    from edgeflow.train.distribute import check_last_batch
+
+    layout = check_layout("data_parallel", 4, 8)
+    check_last_batch(layout, 20, 8, sync_batch_norm=True)  # last batch of 4: one sample each
+    check_last_batch(layout, 18, 8, sync_batch_norm=False)  # per-replica statistics skip an empty shard
+    with pytest.raises(DistributeError, match="last batch of an epoch has 2 of 18 samples, fewer than the 4"):
+        check_last_batch(layout, 18, 8, sync_batch_norm=True)
+
+
 def test_layouts_and_refusals() -> None:
     assert check_layout("arch_parallel", 3, 32) == Layout("arch_parallel", 3)
     six = check_layout("arch_parallel", 6, 32)
@@ -69,8 +96,10 @@ def test_layouts_and_refusals() -> None:
     with pytest.raises(DistributeError, match="train.batch_size: 30 is not divisible by the 4 batch shards"):
         check_layout("data_parallel", 4, 30)
     cfg = config_mod.from_dict({"data": {"train_dir": "t", "val_dir": "v"}, "train": {"distribute": "multi_worker"}})
-    with pytest.raises(DistributeError, match="multi_worker .* is not available yet"):
-        make_strategy(cfg)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SLURM_PROCID", raising=False)
+        with pytest.raises(DistributeError, match="multi_worker needs the SLURM task environment"):
+            make_strategy(cfg)
 
 
 def test_config_keys_are_validated() -> None:

@@ -88,6 +88,33 @@ def test_dry_run_of_a_gpu_profile(demo_data: Path, tmp_path: Path) -> None:
     assert f"--bind {tmp_path / 'out'}" in out.stdout and f"--bind {demo_data / 'train'}" in out.stdout
 
 
+def test_dry_run_of_a_two_node_profile_and_the_setups_it_refuses(demo_data: Path, tmp_path: Path) -> None:
+    nodes = ["--profile-set", "slurm.nodes=2", "--profile-set", "slurm.gpus_per_node=4"]
+    common = ["submit", "--config", str(DEMO), "--cluster", "genius", "--dry-run", *nodes,
+              *set_args(data_overrides(demo_data, tmp_path / "out"))]
+    out = run_jobs(*common, *set_args(["train.distribute=multi_worker", "train.distribute_mode=data_parallel"]))
+    assert out.returncode == 0, out.stderr
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4"):
+        assert line in out.stdout, line
+    assert "apptainer exec --nv" in out.stdout  # every task's trainer runs in the image
+    # 2 trainers that would each train alone into one run directory
+    alone = run_jobs(*common)
+    assert alone.returncode == rundir.EXIT_BAD_INPUT
+    assert "starts 2 trainers per job (slurm.nodes x slurm.tasks_per_node)" in alone.stderr
+    assert "set train.distribute: multi_worker" in alone.stderr
+    # 8 replicas (2 nodes x 4 GPUs) cannot be 3 archs each
+    eight = run_jobs(*common, *set_args(["train.distribute=multi_worker"]))
+    assert eight.returncode == rundir.EXIT_BAD_INPUT
+    assert "(2 node(s) x 1 task(s), 4 GPU(s) per node)" in eight.stderr
+    assert "arch_parallel needs 3 replicas or a multiple of 3" in eight.stderr and "got 8" in eight.stderr
+    # GPUs that the tasks of a node cannot share evenly
+    odd = run_jobs(*common, "--profile-set", "slurm.tasks_per_node=3",
+                   *set_args(["train.distribute=multi_worker"]))
+    assert odd.returncode == rundir.EXIT_BAD_INPUT
+    assert "slurm.gpus_per_node: 4 GPUs cannot be split evenly between 3 tasks per node" in odd.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_dry_run_of_a_seed_sweep_is_one_array(demo_data: Path, tmp_path: Path) -> None:
     out = run_jobs("submit", "--config", str(DEMO), "--cluster", "ci", "--dry-run", "--seeds", "0", "1", "2",
                    "--array-parallelism", "2", *set_args(data_overrides(demo_data, tmp_path / "out")))

@@ -7,13 +7,46 @@ gives the same weights whatever else is built, on any machine.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
+
+# train.sync_batch_norm: BN batch statistics over all replicas of a tf.distribute step. Set inside a
+# replica function (each replica runs in its own thread; a context variable does not cross threads).
+_CROSS_REPLICA_BN = contextvars.ContextVar("cross_replica_bn", default=False)
+
+
+@contextlib.contextmanager
+def cross_replica_statistics() -> Iterator[None]:
+    """BN layers traced inside use the statistics of the whole batch, all-reduced over the replicas."""
+    token = _CROSS_REPLICA_BN.set(True)
+    try:
+        yield
+    finally:
+        _CROSS_REPLICA_BN.reset(token)
+
+
+def _cross_replica_moments(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Mean, biased variance and count of x over (batch, height, width) of every replica's shard.
+
+    Two passes (the mean, then the squared deviations from it), as a one-device batch norm computes
+    them, rather than E[x^2] - mean^2, which loses digits for activations far from zero. The
+    all-reduces are differentiable (their gradient is the all-reduce of the upstream gradient).
+    """
+    ctx = tf.distribute.get_replica_context()
+    xf = tf.cast(x, tf.float32)
+    count = tf.cast(tf.reduce_prod(tf.shape(xf)[:-1]), tf.float32)
+    total, n = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [tf.reduce_sum(xf, axis=[0, 1, 2]), count])
+    mean = total / n
+    squares = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.square(xf - mean), axis=[0, 1, 2]))
+    return mean, squares / n, n
 
 
 def resize_bilinear_legacy(x: tf.Tensor, size) -> tf.Tensor:
@@ -97,8 +130,14 @@ class BatchNorm(tf.Module):
                 x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=BN_EPSILON, is_training=False)
             return y
-        y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
-            x, self.gamma, self.beta, epsilon=BN_EPSILON, is_training=True)
+        if _CROSS_REPLICA_BN.get():
+            mean, var, n = _cross_replica_moments(x)
+            y = tf.cast(tf.nn.batch_normalization(tf.cast(x, tf.float32), mean, var, self.beta, self.gamma,
+                                                  BN_EPSILON), x.dtype)
+            batch_mean, batch_var = mean, var * n / tf.maximum(n - 1.0, 1.0)  # Bessel, as the fused kernel
+        else:
+            y, batch_mean, batch_var = tf.compat.v1.nn.fused_batch_norm(
+                x, self.gamma, self.beta, epsilon=BN_EPSILON, is_training=True)
         if momentum is None:
             # Batch statistics without a moving-statistic update (the original trainer's evaluation).
             return y

@@ -100,6 +100,17 @@ class EventLog:
         return json.loads(line)
 
 
+class NullEventLog(EventLog):
+    """The events of a trainer that is not the chief of a multi-worker job: checked, never written."""
+
+    def __init__(self, experiment: str, job_id: str | None = None) -> None:
+        self.experiment = experiment
+        self.job_id = job_id
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        return json.loads(to_json(build_event(event, self.experiment, self.job_id, fields)))
+
+
 def parse_event_line(raw: bytes) -> dict[str, Any] | None:
     """One line as an event, or None when it is not one (any garbage, any depth, any bytes)."""
     try:

@@ -22,85 +22,54 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from edgeflow.config import Config, ConfigError
+from edgeflow.config import Config
+from edgeflow.model import layers
 from edgeflow.model.layers import BN_MOMENTUM
 from edgeflow.nas.arch import NUM_BLOCKS
+from edgeflow.train import cluster
+from edgeflow.train.cluster import Task
+from edgeflow.train.layout import KINDS, DistributeError, Layout, check_layout
 from edgeflow.train.restore import build_supernet
 from edgeflow.train.step import StepResult, TrainStep
 
-MODES = ("arch_parallel", "data_parallel")
-KINDS = ("none", "mirrored", "multi_worker", "auto")
 
-
-class DistributeError(ConfigError):
-    """A setup the chosen mode cannot use; raised before training starts (exit 2)."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Which arch and which batch shard each replica computes."""
-
-    mode: str
-    replicas: int
-
-    @property
-    def shards(self) -> int:
-        return self.replicas // 3 if self.mode == "arch_parallel" else self.replicas
-
-    def shard_of(self, replica: int) -> int:
-        return replica // 3 if self.mode == "arch_parallel" else replica
-
-    def bounds(self, batch: int, shard: int) -> tuple[int, int]:
-        """Rows of shard `shard` in a batch of `batch` (an uneven last batch splits as evenly as it can)."""
-        return shard * batch // self.shards, (shard + 1) * batch // self.shards
-
-
-def check_layout(mode: str, replicas: int, batch_size: int) -> Layout:
-    """The layout of `replicas` replicas in `mode`, or a DistributeError saying why it cannot work."""
-    if mode not in MODES:
-        raise DistributeError(f"train.distribute_mode: must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "arch_parallel" and replicas % 3:
-        raise DistributeError(f"train.distribute_mode: arch_parallel needs 3 replicas or a multiple of 3 (one "
-                              f"per arch of the step), got {replicas}; use data_parallel or change the "
-                              f"number of GPUs/tasks")
-    layout = Layout(mode, replicas)
-    if batch_size % layout.shards:
-        raise DistributeError(f"train.batch_size: {batch_size} is not divisible by the {layout.shards} batch "
-                              f"shards of {mode} on {replicas} replicas")
-    return layout
-
-
-def make_strategy(cfg: Config, devices: list[str] | None = None) -> tf.distribute.Strategy | None:
-    """The strategy for train.distribute (None: one device, the plain step).
+def make_strategy(cfg: Config, devices: list[str] | None = None) -> tuple[tf.distribute.Strategy | None, Task]:
+    """The strategy for train.distribute (None: one device, the plain step) and this trainer's task.
 
     `auto`: several SLURM tasks -> multi_worker; else several visible GPUs -> mirrored; else none.
+    multi_worker must come before anything else starts TensorFlow's runtime (edgeflow/train/cluster.py).
     """
     kind = cfg.train.distribute
     if kind == "auto":
-        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        if int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1"))) > 1:
             kind = "multi_worker"
         elif len(tf.config.list_physical_devices("GPU")) > 1:
             kind = "mirrored"
         else:
             kind = "none"
     if kind == "none":
-        return None
+        return None, Task()
     if kind == "mirrored":
         if devices is None and not tf.config.list_physical_devices("GPU"):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        return tf.distribute.MirroredStrategy(devices=devices), Task()
     if kind == "multi_worker":
-        # The strategy itself is TensorFlow's (SlurmClusterResolver + MultiWorkerMirroredStrategy), but
-        # the run directory is not yet written by one chief only: refused rather than corrupted.
-        raise DistributeError("train.distribute: multi_worker (one trainer per SLURM task) is not available "
-                              "yet; on one node use mirrored, which drives every GPU of the node")
+        return cluster.connect(cfg)
     raise DistributeError(f"train.distribute: must be one of {', '.join(KINDS)}, got {kind!r}")
+
+
+def check_last_batch(layout: Layout, train_samples: int, batch_size: int, sync_batch_norm: bool) -> None:
+    """Cross-replica BN needs every replica in every step: refuse an epoch whose last batch leaves a shard empty."""
+    last = train_samples % batch_size
+    if sync_batch_norm and 0 < last < layout.shards:
+        raise DistributeError(f"train.sync_batch_norm: the last batch of an epoch has {last} of {train_samples} "
+                              f"samples, fewer than the {layout.shards} replicas that must each get one; change "
+                              f"train.batch_size or the number of replicas, or set sync_batch_norm: false")
 
 
 def _local_bn_creator(next_creator: Callable[..., Any], **kwargs: Any) -> Any:
@@ -159,11 +128,9 @@ class DistributedTrainStep(TrainStep):
         if t.mixed_precision in (True, "float16"):
             raise DistributeError("train.mixed_precision: float16 loss scaling is not combined with "
                                   "train.distribute; use bfloat16")
-        if t.sync_batch_norm:
-            raise DistributeError("train.sync_batch_norm: cross-replica BN statistics are not available yet; "
-                                  "set it to false (per-replica batch statistics)")
         self.strategy = strategy
         self.layout = check_layout(t.distribute_mode, strategy.num_replicas_in_sync, t.batch_size)
+        self.sync_bn = bool(t.sync_batch_norm)
         with strategy.scope():
             super().__init__(model, cfg)
         self.momentum = float(BN_MOMENTUM)
@@ -175,11 +142,18 @@ class DistributedTrainStep(TrainStep):
         self.function = tf.function(self._distributed_step, reduce_retracing=True)
 
     # ------------------------------------------------------------------ host side
-    def __call__(self, x, flow, archs, lr: float) -> StepResult:
+    def __call__(self, x, flow, archs, lr: float, stop: bool = False) -> StepResult:
         xs, flows, shares = self._split(x, flow)
-        out = self.function(xs, flows, shares, tf.convert_to_tensor(archs, tf.int32), tf.constant(lr, tf.float32))
+        out = self.function(xs, flows, shares, tf.convert_to_tensor(archs, tf.int32), tf.constant(lr, tf.float32),
+                            tf.constant(1.0 if stop else 0.0))
         return StepResult(loss=float(out["loss"]), grad_norm=float(out["grad_norm"]),
-                          clipped=bool(out["clipped"]), finite=bool(out["finite"]))
+                          clipped=bool(out["clipped"]), finite=bool(out["finite"]), stop=bool(out["stop"] > 0))
+
+    def any_stop(self, stop: bool) -> bool:
+        """Whether any task saw a stop signal: a collective in a multi-worker job, so all stop together."""
+        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return cluster.any_task(self.strategy, stop)
+        return stop
 
     def _split(self, x, flow) -> tuple[Any, Any, Any]:
         x, flow = np.asarray(x), np.asarray(flow)
@@ -201,7 +175,7 @@ class DistributedTrainStep(TrainStep):
     def _bn_flat(self) -> tf.Tensor:
         return tf.concat([tf.reshape(tf.convert_to_tensor(v), [-1]) for v in self.bn_variables], 0)
 
-    def _arch_replica(self, x, flow, share, archs):
+    def _arch_replica(self, x, flow, share, archs, stop):
         ctx = tf.distribute.get_replica_context()
         replica = ctx.replica_id_in_sync_group
         before = [tf.identity(v) for v in self.bn_variables]
@@ -213,9 +187,10 @@ class DistributedTrainStep(TrainStep):
         mine = self._bn_flat()
         onehot = tf.one_hot(replica, self.layout.replicas, dtype=tf.float32)
         gathered = ctx.all_reduce(tf.distribute.ReduceOp.SUM, onehot[:, None] * mine[None, :])
-        loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads])
+        # The stop flags ride on the gradient all-reduce: every task learns of a signal at the same step.
+        loss, grads, stop = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads, tf.identity(stop)])
         composed = self._compose(before, gathered, archs)
-        return loss, grads, before, composed
+        return loss, grads, before, composed, stop
 
     def _compose(self, before: list[tf.Tensor], gathered: tf.Tensor, archs: tf.Tensor) -> list[tf.Tensor]:
         """Apply every replica's BN update in (arch, shard) order, as one device runs the archs in turn."""
@@ -238,18 +213,27 @@ class DistributedTrainStep(TrainStep):
             offset += size
         return out
 
-    def _data_replica(self, x, flow, share, archs):
+    def _data_replica(self, x, flow, share, archs, stop):
         ctx = tf.distribute.get_replica_context()
         before = [tf.identity(v) for v in self.bn_variables]
         loss = tf.constant(0.0)
         grads = [tf.zeros_like(v) for v in self.variables]
-        for k in tf.range(3):
-            loss_k, grads = self._guarded(x, flow, archs[k], share / 3.0, grads)
-            loss += loss_k
+        if self.sync_bn:
+            # Every replica must reach every BN all-reduce: no per-replica branch (the start refused
+            # batches that would leave a shard empty), and the arch loop unrolled (no collectives in
+            # a while loop).
+            with layers.cross_replica_statistics():
+                for k in range(3):
+                    loss_k, grads = self._accumulate(x, flow, archs[k], share / 3.0, tf.constant(0.0), grads)
+                    loss += loss_k
+        else:
+            for k in tf.range(3):
+                loss_k, grads = self._guarded(x, flow, archs[k], share / 3.0, grads)
+                loss += loss_k
         # Moving statistics: the share-weighted mean of the replicas' copies.
         mean = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [share * tf.convert_to_tensor(v) for v in self.bn_variables])
-        loss, grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads])
-        return loss, grads, before, mean
+        loss, grads, stop = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads, tf.identity(stop)])
+        return loss, grads, before, mean, stop
 
     def _guarded(self, x, flow, arch, weight, grads):
         """Loss * weight and grads + weight * gradient; nothing for an empty shard (a tiny last batch)."""
@@ -257,19 +241,19 @@ class DistributedTrainStep(TrainStep):
             return self._accumulate(x, flow, arch, weight, tf.constant(0.0), grads)
         return tf.cond(tf.shape(x)[0] > 0, run, lambda: (tf.constant(0.0), grads))
 
-    def _replica(self, x, flow, share, archs):
-        loss, grads, before, after = self._replica_fn(x, flow, share, archs)
+    def _replica(self, x, flow, share, archs, stop):
+        loss, grads, before, after, stop = self._replica_fn(x, flow, share, archs, stop)
         grad_norm = tf.linalg.global_norm(grads)
         finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
         for var, old, new in zip(self.bn_variables, before, after, strict=True):
             var.assign(tf.where(finite, new, old))
-        return loss, grads, grad_norm, finite
+        return loss, grads, grad_norm, finite, stop
 
-    def _distributed_step(self, xs, flows, shares, archs, lr):
-        loss, grads, grad_norm, finite = self.strategy.run(self._replica, args=(xs, flows, shares, archs))
+    def _distributed_step(self, xs, flows, shares, archs, lr, stop):
+        loss, grads, grad_norm, finite, stop = self.strategy.run(self._replica, args=(xs, flows, shares, archs, stop))
         # Every replica holds the same all-reduced values; the update runs once, on the mirrored weights.
         first = self.strategy.experimental_local_results
-        loss, grad_norm, finite = first(loss)[0], first(grad_norm)[0], first(finite)[0]
+        loss, grad_norm, finite, stop = first(loss)[0], first(grad_norm)[0], first(finite)[0], first(stop)[0]
         grads = [first(g)[0] for g in grads]
         clipped_grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
 
@@ -278,5 +262,6 @@ class DistributedTrainStep(TrainStep):
             return tf.constant(True)
 
         applied = tf.cond(finite, apply, lambda: tf.constant(False))
-        return {"loss": loss, "grad_norm": grad_norm, "clipped": grad_norm > self.clip_norm, "finite": applied}
+        return {"loss": loss, "grad_norm": grad_norm, "clipped": grad_norm > self.clip_norm, "finite": applied,
+                "stop": stop}
 

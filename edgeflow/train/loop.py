@@ -7,7 +7,9 @@ everything; `run` writes the start files and trains.
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -16,9 +18,10 @@ import numpy as np
 import tensorflow as tf
 
 from edgeflow import rundir
+from edgeflow.config import dump as config_dump
 from edgeflow.data.pipeline import is_data_error, steps_per_epoch, train_dataset
 from edgeflow.nas.sampler import FairSampler
-from edgeflow.train import distribute, early_stop, progress, report
+from edgeflow.train import cluster, distribute, early_stop, progress, report
 from edgeflow.train.checkpoint import CheckpointStore
 from edgeflow.train.evaluate import Evaluator, datasets, zero_flow_epe
 from edgeflow.train.feed import EpochFeed
@@ -43,14 +46,37 @@ class Trainer:
         self.job_id = rundir.slurm_job_id()
         self.stop = StopFlag()
         self.tty = sys.stdout.isatty()
-        self.events = rundir.EventLog(self.paths.events, self.cfg.runtime.experiment_name, self.job_id)
+        self.summaries: Summaries | None = None  # opened by run(), on the chief only
+        # First: a multi-worker strategy must start before anything else starts TensorFlow's runtime.
+        self.strategy, self.task = distribute.make_strategy(self.cfg)
+        # One chief writes the run directory; the other tasks of a multi-worker job compute the same
+        # steps, evaluations and decisions, and write nothing there.
+        self.chief = self.task.chief
         self.store = CheckpointStore(self.paths.checkpoints)
         self._build()
+        if self.task.count > 1:
+            # Every task must start the same run before any of them writes: raises ClusterError (exit 2).
+            cluster.check_agreement(self.strategy, self.task, self._start_digest(), self.cfg.train.worker_timeout_s)
+        if self.chief:
+            self.events: rundir.EventLog = rundir.EventLog(self.paths.events, self.cfg.runtime.experiment_name,
+                                                           self.job_id)
+        else:
+            self.events = rundir.NullEventLog(self.cfg.runtime.experiment_name, self.job_id)
 
     # ---------------------------------------------------------------- setup
+    def _start_digest(self) -> str:
+        """What every task of a job must agree on: the config, and where the run starts from."""
+        plan = self.plan
+        where = [str(p.prefix) if p is not None else "" for p in (plan.resume, plan.warm_start)]
+        return rundir.to_json({"config": config_dump(self.cfg), "start": where,
+                               "state": (plan.resume.state if plan.resume is not None else None),
+                               "data": plan.data_record})
+
     def run(self) -> int:
         self.stop.install()
-        write_run_start_files(self.plan, self.job_id)
+        if self.chief:
+            extra = {"tasks": list(self.task.addresses)} if self.task.count > 1 else {}
+            write_run_start_files(self.plan, self.job_id, **extra)
         try:
             return self._run()
         except _Diverged as exc:
@@ -71,15 +97,13 @@ class Trainer:
             if prepared is not None:
                 prepared[1].close()
             progress.close_open()
-            if getattr(self, "summaries", None) is not None:
+            if self.summaries is not None:
                 self.summaries.close()
             self.stop.uninstall(ignore_repeats=True)
 
     def _build(self) -> None:
         cfg = self.cfg
-        # float16 activations and convs with float32 variables; the step then adds dynamic loss scaling.
         # train.distribute: the same step on the replicas of a tf.distribute strategy (docs/distribute.md).
-        self.strategy = distribute.make_strategy(cfg)
         self.replicas = 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync)
         if self.strategy is None:
             self.model = build_supernet(cfg)
@@ -87,6 +111,8 @@ class Trainer:
         else:
             self.model = distribute.build_model(cfg, self.strategy)
             self.step_fn = distribute.DistributedTrainStep(self.model, cfg, self.strategy)
+            distribute.check_last_batch(self.step_fn.layout, len(self.plan.splits.train), cfg.train.batch_size,
+                                        cfg.train.sync_batch_norm)
         self.evaluator = Evaluator(self.model, cfg)
         objects: dict[str, tf.Module] = {"model": self.model, "optimizer": self.step_fn.optimizer}
         if self.step_fn.loss_scale is not None:
@@ -165,7 +191,7 @@ class Trainer:
                          val_samples=len(self.plan.splits.val), resumed_from=resumed_from or None,
                          start_epoch=state.epoch + 1, num_epochs=cfg.train.num_epochs,
                          patience=cfg.eval.early_stop_patience, replicas=self.replicas, **extra)
-        self.summaries = Summaries(self.paths.tensorboard)
+        self.summaries = Summaries(self.paths.tensorboard) if self.chief else None
         self._write_state()
         for epoch in range(state.epoch + 1, cfg.train.num_epochs + 1):
             if not self._train_epoch(epoch):
@@ -173,8 +199,8 @@ class Trainer:
             finished = self._finish_epoch(epoch, recal, evals)
             if finished is not None:
                 return finished
-            if self.stop.requested:
-                return self._end("preempted", f"{self.stop.name} after epoch {epoch}; checkpoint written",
+            if self.step_fn.any_stop(self.stop.requested):
+                return self._end("preempted", f"{self._signal_name()} after epoch {epoch}; checkpoint written",
                                  rundir.EXIT_PREEMPTED)
         # Reached only when there was nothing left to train (e.g. num_epochs lowered on resume).
         return self._end("completed", f"num_epochs={cfg.train.num_epochs} reached", rundir.EXIT_OK)
@@ -194,7 +220,7 @@ class Trainer:
         for x, flow in feed:
             archs = self.sampler.next_archs()
             lr = learning_rate(state.step, cfg.train.lr, self.horizon, cfg.train.lr_schedule)
-            result = self.step_fn(x, flow, archs, lr)
+            result = self.step_fn(x, flow, archs, lr, stop=self.stop.requested)
             seconds, mark = time.perf_counter() - mark, time.perf_counter()
             batch = int(x.shape[0])
             state.epoch_stats.add_step(loss=result.loss, grad_norm=result.grad_norm, clipped=result.clipped,
@@ -228,7 +254,8 @@ class Trainer:
                                  samples_per_second=beat_samples / elapsed if elapsed > 0 else 0.0,
                                  replicas=self.replicas)
                 last_beat, beat_samples = time.time(), 0
-            if self.stop.requested and state.batch_in_epoch < self.spe:
+            # result.stop: a signal seen before this step, on any task (all tasks stop at the same step).
+            if result.stop and state.batch_in_epoch < self.spe:
                 bar.close()
                 return False
         # The next epoch's input starts now, while this one is evaluated and checkpointed.
@@ -268,7 +295,8 @@ class Trainer:
         if self.step_fn.loss_scale is not None:
             epoch_fields["loss_scale"] = float(self.step_fn.loss_scale.scale.numpy())
         self.events.emit("epoch", **epoch_fields)
-        self.summaries.epoch(epoch_fields)
+        if self.summaries is not None:
+            self.summaries.epoch(epoch_fields)
         eval_fields = None
         stop = False
         improved = False
@@ -283,7 +311,8 @@ class Trainer:
                                bad_epochs=es.bad_epochs, patience=cfg.eval.early_stop_patience, improved=improved,
                                bn_mode=cfg.eval.bn_mode)
             self.events.emit("eval", **eval_fields)
-            self.summaries.evaluation(eval_fields)
+            if self.summaries is not None:
+                self.summaries.evaluation(eval_fields)
         state.epoch, state.batch_in_epoch = epoch, 0
         state.epoch_stats = report.EpochStats()
         ending = "early_stopped" if stop else ("completed" if epoch >= cfg.train.num_epochs else None)
@@ -292,7 +321,8 @@ class Trainer:
             self._save("best", epoch)
         self._save("latest", epoch)
         self._write_state()
-        rundir.atomic_write_text(self.paths.metrics, rundir.metrics_csv(rundir.read_events(self.paths.events)))
+        if self.chief:
+            rundir.atomic_write_text(self.paths.metrics, rundir.metrics_csv(rundir.read_events(self.paths.events)))
         print(report.epoch_line(epoch, cfg.train.num_epochs, epoch_fields, eval_fields), flush=True)
         if ending == "early_stopped":
             es = state.early_stop
@@ -304,10 +334,24 @@ class Trainer:
 
     # ---------------------------------------------------------------- files
     def _save(self, kind: str, epoch: int, **extra: Any) -> None:
+        if not self.chief:
+            # Every task writes (TensorFlow may read mirrored values with collectives while saving),
+            # the others into a private folder that is removed at once.
+            scratch = tempfile.mkdtemp(prefix=f"edgeflow-task{self.task.index}-")
+            try:
+                self.checkpoint.write(f"{scratch}/{kind}")
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return
         pointer = self.store.save(kind, self.checkpoint.write, self.state.to_dict())
         self.events.emit("checkpoint", epoch=epoch, kind=kind, path=str(pointer.prefix), **extra)
 
+    def _signal_name(self) -> str:
+        return self.stop.name or "a stop signal on another task"
+
     def _write_state(self) -> None:
+        if not self.chief:
+            return
         s, cfg = self.state, self.cfg
         rundir.write_state(self.paths.state, {
             "experiment": cfg.runtime.experiment_name, "status": s.status, "epoch": s.epoch, "step": s.step,
@@ -322,7 +366,7 @@ class Trainer:
     def _preempted_mid_epoch(self, epoch: int) -> int:
         self._save("latest", epoch, batch_in_epoch=self.state.batch_in_epoch)
         self._write_state()
-        return self._end("preempted", f"{self.stop.name} at epoch {epoch} batch {self.state.batch_in_epoch}; "
+        return self._end("preempted", f"{self._signal_name()} at epoch {epoch} batch {self.state.batch_in_epoch}; "
                          f"checkpoint written", rundir.EXIT_PREEMPTED)
 
     def _end(self, status: str, reason: str, code: int) -> int:
@@ -334,6 +378,7 @@ class Trainer:
             except Exception:  # the model may not exist when the failure happened early
                 pass
         self.events.emit("run_end", status=status, reason=reason, exit_code=code)
-        rundir.update_run(self.paths.run, status=status, reason=reason)
+        if self.chief:
+            rundir.update_run(self.paths.run, status=status, reason=reason)
         print(f"run {status}: {reason} ({self.paths.root})", flush=True)
         return code

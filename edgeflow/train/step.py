@@ -40,6 +40,8 @@ class StepResult:
     # halved. Not a divergence sign, so `finite` stays True; the loop must not train on it either.
     overflow: bool = False
     loss_scale: float | None = None  # the scale after this step (None in float32)
+    # A preemption signal was seen before this step (on any task of a multi-worker job): stop after it.
+    stop: bool = False
 
 
 class TrainStep:
@@ -77,13 +79,17 @@ class TrainStep:
         ]
         self.function = tf.function(self._step, input_signature=signature, )
 
-    def __call__(self, x, flow, archs, lr: float) -> StepResult:
+    def __call__(self, x, flow, archs, lr: float, stop: bool = False) -> StepResult:
         out = self.function(x, flow, tf.convert_to_tensor(archs, tf.int32), tf.constant(lr, tf.float32))
         overflow = bool(out["overflow"]) if "overflow" in out else False
         return StepResult(loss=float(out["loss"]), grad_norm=float(out["grad_norm"]),
                           clipped=bool(out["clipped"]), finite=bool(out["finite"]) or overflow,
                           overflow=overflow,
-                          loss_scale=float(out["loss_scale"]) if "loss_scale" in out else None)
+                          loss_scale=float(out["loss_scale"]) if "loss_scale" in out else None, stop=stop)
+
+    def any_stop(self, stop: bool) -> bool:
+        """Whether any trainer of the job saw a stop signal (one process: its own flag)."""
+        return stop
 
     def tracing_count(self) -> int:
         return int(self.function.experimental_get_tracing_count())

@@ -29,7 +29,10 @@ H, W, B, STEPS = 32, 48, 6, 2
 
 
 def make_cfg(mode: str) -> Config:
+    """`data_parallel_sync`: data_parallel with train.sync_batch_norm."""
     cfg = Config()
+    cfg.train.sync_batch_norm = mode.endswith("_sync")
+    mode = mode.removesuffix("_sync")
     cfg.data.input_height, cfg.data.input_width = H, W
     cfg.train.batch_size, cfg.train.lr = B, 1e-3
     cfg.train.distribute, cfg.train.distribute_mode = "mirrored", mode
@@ -49,10 +52,14 @@ def main() -> None:
     data = batches()
     sampler = FairSampler(5)
     archs = [sampler.next_archs() for _ in range(STEPS)]
-    strategy = distribute.make_strategy(cfg)
+    strategy, _ = distribute.make_strategy(cfg)
     model = distribute.build_model(cfg, strategy)
     step = distribute.DistributedTrainStep(model, cfg, strategy)
-    results = [step(x, y, a, 1e-3) for (x, y), a in zip(data, archs, strict=True)]
+    results, bn_after_first = [], []
+    for (x, y), a in zip(data, archs, strict=True):
+        results.append(step(x, y, a, 1e-3))
+        if not bn_after_first:
+            bn_after_first = [v.values[0].numpy() for v in step.bn_variables]
     out: dict = {"replicas": strategy.num_replicas_in_sync, "loss": [r.loss for r in results],
                  "grad_norm": [r.grad_norm for r in results], "clipped": [r.clipped for r in results],
                  "finite": [r.finite for r in results]}
@@ -95,6 +102,20 @@ def main() -> None:
         whole = TrainStep(build_supernet(cfg), make_cfg(mode))
         out["whole_batch_loss0"] = float(whole._step(tf.constant(x), tf.constant(y), tf.constant(a),
                                                      tf.constant(1e-3))["loss"])
+    if mode == "data_parallel_sync":
+        # Cross-replica statistics are those of the whole batch: the single-device step, to rounding.
+        ref = TrainStep(build_supernet(cfg), make_cfg("data_parallel"))
+        ref_out = []
+        fresh = build_supernet(cfg)
+        for (x, y), a in zip(data, archs, strict=True):
+            ref_out.append(ref._step(tf.constant(x), tf.constant(y), tf.constant(a), tf.constant(1e-3)))
+            if len(ref_out) == 1:  # BN moving statistics after the first step, before Adam's amplification
+                out["bn_max_diff"] = max(float(np.max(np.abs(a1 - b.numpy())))
+                                         for a1, b in zip(bn_after_first, ref.bn_variables, strict=True))
+                out["bn_max_change"] = max(float(np.max(np.abs(b.numpy() - c.numpy())))
+                                           for b, c in zip(ref.bn_variables, fresh.bn_moving_variables, strict=True))
+        out["ref_loss"] = [float(r["loss"]) for r in ref_out]
+        out["ref_grad_norm"] = [float(r["grad_norm"]) for r in ref_out]
     print("RESULT " + json.dumps(out), flush=True)
 
 
