@@ -55,7 +55,7 @@ demo: setup
 
 test: setup
 	@bash scripts/test-services.sh
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: setup
 	$(PYTHON) -m bench

@@ -21,6 +21,8 @@ import pytest
 from edgeflow import rundir
 from tests.helpers import REPO
 
+pytestmark = pytest.mark.slow  # trains: tests/conftest.py schedules these files first
+
 DEMO = REPO / "configs" / "demo.yaml"
 
 

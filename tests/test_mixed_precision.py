@@ -22,6 +22,8 @@ from edgeflow.train.loss_scale import GROWTH_INTERVAL, INITIAL_SCALE, DynamicLos
 from edgeflow.train.report import EpochStats
 from edgeflow.train.step import TrainStep
 
+pytestmark = pytest.mark.slow  # trains: tests/conftest.py schedules these files first
+
 H, W, B = 32, 48, 2
 ARCHS = ("000021222", "222222222", "012012012")
 

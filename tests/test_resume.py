@@ -17,6 +17,8 @@ import pytest
 from edgeflow.rundir import read_events
 from tests.helpers import REPO, tiny_config
 
+pytestmark = pytest.mark.slow  # trains: tests/conftest.py schedules these files first
+
 STEPS_PER_EPOCH = 12  # 24 demo samples, batch 2
 
 

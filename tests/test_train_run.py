@@ -16,6 +16,8 @@ from edgeflow import rundir
 from edgeflow.rundir import read_events
 from tests.helpers import run_cli, tiny_config
 
+pytestmark = pytest.mark.slow  # trains: tests/conftest.py schedules these files first
+
 
 def write_config(tmp: Path, demo: Path, name: str, **sections: dict) -> Path:
     base: dict[str, dict] = {"runtime": {"heartbeat_seconds": 0.3}, "train": {"num_epochs": 2},
