@@ -105,16 +105,23 @@ def wait_for(what: str, pred: Callable[[], bool], run: Path, limit_s: float = 30
 
 
 def release_when_requeued(job_id: str, run: Path) -> None:
-    """Wait until SLURM holds the requeued job (PENDING, reason BeginTime), then let it start now."""
+    """Wait until SLURM holds the requeued job (PENDING, reason BeginTime), then let it start soon.
+
+    Not at once: slurmd refuses a start within the second of the requeue ("Killing non-startable batch
+    job: Job credential revoked", the job then ends), so the start is set a few seconds ahead.
+    """
     def held() -> bool:
         state = queue_state(job_id)
         return bool(state) and state[0] == "PENDING" and "BeginTime" in state[1]
 
     wait_for(f"job {job_id} requeued", held, run)
+    last_update = 0.0
 
     def started() -> bool:
-        if held():
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
+        nonlocal last_update
+        if held() and time.time() - last_update > 15:
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+3"], check=False)
+            last_update = time.time()
         state = queue_state(job_id)
         return state is None or state[0] != "PENDING"
 
