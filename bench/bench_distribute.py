@@ -24,7 +24,7 @@ def _child(replicas: int, mode: str) -> None:
 
     from edgeflow.config import Config
     from edgeflow.model.supernet import Supernet
-    from edgeflow.nas.sampler import FairSampler
+    from edgeflow.space.sampler import FairSampler
     from edgeflow.train import distribute
     from edgeflow.train.step import TrainStep
 

@@ -31,9 +31,9 @@ def _batches(n: int, batch: int, h: int, w: int, seed: int) -> list:
 def _measure(label: str, h: int, w: int, batch: int, recal_batches: int, eval_batches: int,
              timed_recal: int, timed_eval: int, archs: tuple[str, ...] = ARCHS) -> None:
     from edgeflow.config import Config
-    from edgeflow.model.cost import arch_info
     from edgeflow.model.supernet import Supernet
-    from edgeflow.nas.arch import parse_arch
+    from edgeflow.space.arch import parse_arch
+    from edgeflow.space.cost import arch_info
     from edgeflow.train.evaluate import Evaluator
 
     cfg = Config()

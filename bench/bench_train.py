@@ -3,7 +3,7 @@
 Prints: samples/s of the full strict-fairness step (3 archs, same batch) at batch 8 and 32 in float32
 and bfloat16, what the loop pays around an epoch's steps (input start-up and end, per-step digest), and the
 step time of the lightest arch (all options 0, trained 3 times) against the heaviest (all 2), next to
-the ratio of their forward FLOPs from `edgeflow.model.cost.arch_info`. Timing only: the inputs are
+the ratio of their forward FLOPs from `edgeflow.space.cost.arch_info`. Timing only: the inputs are
 random tensors of the real shapes (data loading is measured by bench_data.py).
 """
 
@@ -94,9 +94,9 @@ def _loop_overhead(cfg) -> None:
 
 def main() -> None:
     from edgeflow.config import Config
-    from edgeflow.model.cost import arch_info
     from edgeflow.model.supernet import Supernet, compute_dtype_for
-    from edgeflow.nas.sampler import FairSampler
+    from edgeflow.space.cost import arch_info
+    from edgeflow.space.sampler import FairSampler
     from edgeflow.train.step import TrainStep
 
     cfg = Config()  # production: 180x240, Adam, clip 200, float32

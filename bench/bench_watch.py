@@ -42,7 +42,7 @@ def _long_run(root: Path, epochs: int, beats_per_epoch: int) -> Path:
 
 
 def main() -> None:
-    from edgeflow.train.progress import Reporter
+    from edgeflow.progress import Reporter
 
     sink = io.StringIO()
     bar = Reporter("epoch 1/1", 10**9, every_seconds=60, stream=sink, tty=False)
@@ -55,7 +55,7 @@ def main() -> None:
 
         per_status = _per_call(lambda: describe(run), 5)
         print(f"jobs status of a 200-epoch run ({size / 1e6:.1f} MB of events): {per_status * 1e3:.0f} ms")
-        from edgeflow import plots
+        from edgeflow.report import curves as plots
 
         start = time.perf_counter()
         plots.write_report([run], Path(tmp) / "r.png")

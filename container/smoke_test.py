@@ -67,7 +67,7 @@ def train_step_check(arch_code: str, height: int, width: int, batch: int, device
     import tensorflow as tf
 
     from edgeflow.model.supernet import Supernet
-    from edgeflow.nas.arch import parse_arch
+    from edgeflow.space.arch import parse_arch
     from edgeflow.train.loss import supernet_loss
 
     problems: list[str] = []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
-from edgeflow.train.progress import human_duration
+from edgeflow.progress import human_duration
 
 # Events that show the trainer is alive and moving (the monitor's stall alert uses the same ones).
 PROGRESS_EVENTS = ("run_start", "heartbeat", "epoch", "eval", "checkpoint")

@@ -1,6 +1,6 @@
 """The commands a job runs on the node, built from the submission's spec (pure functions).
 
-No process is started here (that is jobs/node.py); the tests compare what these build.
+No process is started here (that is jobs/supervise.py); the tests compare what these build.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
-from edgeflow.train.progress import human_duration
+from edgeflow.progress import human_duration
 
 from . import health
 

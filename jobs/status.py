@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
-from edgeflow.train.progress import human_duration
+from edgeflow.progress import human_duration
 
 from . import health
 from .records import (

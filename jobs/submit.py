@@ -29,7 +29,6 @@ from edgeflow.train.layout import check_layout, replicas_of_job
 
 from .gate import GateResult, run_gate
 from .launch import NodeSpec, container_binds, trainer_command
-from .node import NodeJob
 from .profile import ClusterProfile
 from .records import (
     SUBMITTED_CONFIG,
@@ -39,6 +38,7 @@ from .records import (
     record_submission,
     squeue_states,
 )
+from .supervise import NodeJob
 from .sweep import Element
 
 

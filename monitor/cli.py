@@ -12,8 +12,8 @@ from pathlib import Path
 
 from edgeflow.console import console_logger
 
-from .export import Exporter, HttpExporter, PushExporter, TextfileExporter, parse_listen, render
 from .observe import OBSERVER_KINDS, WakeHandler, Watches, choose_observer, make_observer
+from .publish import Exporter, HttpExporter, PushExporter, TextfileExporter, parse_listen, render
 from .sidecar import Sidecar
 
 # Longest delay between a SIGTERM and the start of the final export.

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgeflow.commands.arch_info import main
-from edgeflow.model.cost import arch_info, supernet_params
-from edgeflow.nas.arch import BASELINE_ARCH, BLOCK_NAMES, format_arch, parse_arch
+from edgeflow.space.arch import BASELINE_ARCH, BLOCK_NAMES, format_arch, parse_arch
+from edgeflow.space.cost import arch_info, supernet_params
 from tests.helpers import REPO
 
 REPO_ARCHS = ["000000000", "222222222", "012012012", "210210210", BASELINE_ARCH]
@@ -150,6 +150,6 @@ def test_cli_main_in_process(capsys):
 
 
 def test_cost_model_imports_no_tensorflow():
-    code = "import sys, edgeflow.model.cost, edgeflow.nas.sampler; print('tensorflow' in sys.modules)"
+    code = "import sys, edgeflow.space.cost, edgeflow.space.sampler; print('tensorflow' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.stdout.strip() == "False", proc.stderr

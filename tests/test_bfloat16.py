@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from edgeflow import config as config_mod
 from edgeflow.model.supernet import Supernet, compute_dtype_for
-from edgeflow.nas.sampler import FairSampler
+from edgeflow.space.sampler import FairSampler
 from edgeflow.train.restore import build_supernet
 from edgeflow.train.step import TrainStep
 

@@ -19,8 +19,8 @@ import pytest
 from conftest import require_service
 
 from edgeflow import config as config_mod
-from edgeflow.model.cost import arch_info
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_OK, RunPaths, atomic_write_json, atomic_write_text
+from edgeflow.space.cost import arch_info
 from tests.helpers import run_cli, tiny_config
 
 H, W = 32, 48

@@ -20,7 +20,7 @@ from edgeflow import rundir
 from edgeflow.config import ConfigError
 from jobs import cli, profile, sweep
 from jobs.launch import NodeSpec, trainer_command
-from jobs.node import JobFailed, NodeJob
+from jobs.supervise import JobFailed, NodeJob
 from tests.helpers import REPO
 
 DEMO = REPO / "configs" / "demo.yaml"

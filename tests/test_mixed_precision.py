@@ -15,11 +15,11 @@ import tensorflow as tf
 
 from edgeflow.config import Config
 from edgeflow.model.supernet import Supernet
-from edgeflow.nas.arch import parse_arch
-from edgeflow.nas.sampler import FairSampler
+from edgeflow.space.arch import parse_arch
+from edgeflow.space.sampler import FairSampler
+from edgeflow.train.epoch_stats import EpochStats
 from edgeflow.train.loop import Trainer
 from edgeflow.train.loss_scale import GROWTH_INTERVAL, INITIAL_SCALE, DynamicLossScale
-from edgeflow.train.report import EpochStats
 from edgeflow.train.step import TrainStep
 
 pytestmark = pytest.mark.slow  # trains: tests/conftest.py schedules these files first

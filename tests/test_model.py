@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from edgeflow.model.layers import BatchNorm, glorot_uniform
 from edgeflow.model.supernet import Supernet
-from edgeflow.nas.arch import BASELINE_ARCH, parse_arch
+from edgeflow.space.arch import BASELINE_ARCH, parse_arch
 from edgeflow.train.loss import supernet_loss
 
 H, W = 32, 48

@@ -12,8 +12,8 @@ import pytest
 from conftest import require_service
 from monitor_support import REPO, samples, value, write_full_run
 
-from monitor.export import parse_listen
 from monitor.observe import choose_observer, filesystem_type, is_network_fs
+from monitor.publish import parse_listen
 
 
 def run_monitor(*args: str, code: str | None = None) -> subprocess.CompletedProcess:

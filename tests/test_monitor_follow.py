@@ -11,8 +11,8 @@ from pathlib import Path
 from monitor_support import write_full_run
 
 from edgeflow.rundir import RunPaths, atomic_write_json
-from monitor.export import render
 from monitor.follow import EventTail
+from monitor.publish import render
 from monitor.runstate import RunState
 from monitor.sidecar import Sidecar, find_runs
 from tests.helpers import SparseEventLog as EventLog

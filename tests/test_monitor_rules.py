@@ -14,7 +14,7 @@ import yaml
 from conftest import require_service
 from monitor_support import REPO, samples, write_full_run
 
-from monitor.export import render
+from monitor.publish import render
 from monitor.sidecar import Sidecar
 
 PROM = REPO / "monitor" / "prometheus"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edgeflow import rundir
-from edgeflow.train import cluster
+from edgeflow.train import workers
 from tests.helpers import REPO, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def _no_task_outlives_its_test() -> Iterator[None]:
 def start_task(config: Path, index: int, count: int, port_base: int, *args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, SLURM_PROCID=str(index), SLURM_STEP_NUM_TASKS=str(count), SLURM_STEP_NODELIST="localhost",
                SLURM_STEP_TASKS_PER_NODE=str(count), SLURM_JOB_ID="4242", TF_CPP_MIN_LOG_LEVEL="2")
-    env[cluster.PORT_BASE_ENV] = str(port_base)
+    env[workers.PORT_BASE_ENV] = str(port_base)
     env.pop("CUDA_VISIBLE_DEVICES", None)
     proc = subprocess.Popen([sys.executable, "-m", "edgeflow", "train", "--config", str(config), *args], cwd=REPO,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -82,7 +82,7 @@ def test_tasks_with_different_configs_refuse_to_train(tmp_path: Path, demo_data:
 
 
 def test_port_base_comes_from_the_job_id_unless_set() -> None:
-    assert cluster.port_base({"SLURM_JOB_ID": "123"}) == 20000 + 123 * 16
-    assert cluster.port_base({"SLURM_JOB_ID": "2123"}) == cluster.port_base({"SLURM_JOB_ID": "123"})
-    assert cluster.port_base({"SLURM_JOB_ID": "9", cluster.PORT_BASE_ENV: "31000"}) == 31000
-    assert cluster.port_base({}) == 20000
+    assert workers.port_base({"SLURM_JOB_ID": "123"}) == 20000 + 123 * 16
+    assert workers.port_base({"SLURM_JOB_ID": "2123"}) == workers.port_base({"SLURM_JOB_ID": "123"})
+    assert workers.port_base({"SLURM_JOB_ID": "9", workers.PORT_BASE_ENV: "31000"}) == 31000
+    assert workers.port_base({}) == 20000

@@ -75,7 +75,7 @@ def test_jobs_and_monitor_run_without_tensorflow(blocked_env: tuple[dict[str, st
                "--set", f"runtime.output_root={out_root}"], env)
     assert dry.returncode == 0, dry.stderr
     assert "preflight: OK" in dry.stdout and "#SBATCH --partition=debug" in dry.stdout
-    modules = ["jobs.cli", "jobs.profile", "jobs.gate", "jobs.node", "jobs.submit", "jobs.sweep",
+    modules = ["jobs.cli", "jobs.profile", "jobs.gate", "jobs.supervise", "jobs.submit", "jobs.sweep",
                "jobs.status", "jobs.gpu_driver"]
     imported = run(["-c", "import importlib, sys\n"
                           f"for m in {modules!r}: importlib.import_module(m)\n"

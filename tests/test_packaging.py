@@ -15,7 +15,7 @@ def outside(tmp_path: Path, code: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_launcher_and_sidecar_are_installed_under_unambiguous_names(tmp_path: Path) -> None:
-    ok = outside(tmp_path, "import edgeflow_jobs.node, edgeflow_jobs.cli, edgeflow_monitor.sidecar; print('ok')")
+    ok = outside(tmp_path, "import edgeflow_jobs.supervise, edgeflow_jobs.cli, edgeflow_monitor.sidecar; print('ok')")
     assert ok.returncode == 0 and ok.stdout.strip() == "ok", ok.stderr
     for generic in ("jobs", "monitor"):
         missing = outside(tmp_path, f"import {generic}")

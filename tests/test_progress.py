@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edgeflow import rundir
-from edgeflow.train.progress import Reporter, human_duration
+from edgeflow.progress import Reporter, human_duration
 from tests.helpers import run_cli, tiny_config
 
 LINE = re.compile(r"^epoch 1/1: step \d+/6 \d+% \| [\d.?]+ step/s(, [\d.]+ samples/s)? \| left \S+ "

@@ -19,9 +19,9 @@ from conftest import require_service
 
 from edgeflow.commands import eval as eval_cmd
 from edgeflow.commands import rank as rank_cmd
-from edgeflow.model.cost import arch_info
 from edgeflow.nas import rank, results
 from edgeflow.rundir import read_events
+from edgeflow.space.cost import arch_info
 from tests.helpers import REPO
 from tests.nas_helpers import ARCHS, make_run
 

@@ -103,8 +103,8 @@ def test_a_trainer_killed_after_its_own_preempted_end_is_not_recorded_twice(tmp_
     import time
 
     from jobs.launch import NodeSpec
-    from jobs.node import NodeJob
     from jobs.profile import ClusterProfile
+    from jobs.supervise import NodeJob
 
     run = tmp_path / "run"
     spec = NodeSpec(config_path="c.yaml", run_dir=str(run), experiment="x", profile=ClusterProfile(name="p"),

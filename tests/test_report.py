@@ -55,7 +55,7 @@ def test_report_png_follows_the_data(tmp_path: Path) -> None:
     proc = run_cli("edgeflow", "report", str(a), "--out", str(tmp_path / "a.png"))
     assert proc.returncode == 0, proc.stderr
     assert f"report: {tmp_path / 'a.png'}" in proc.stdout
-    from edgeflow import plots
+    from edgeflow.report import curves as plots
 
     plots.write_report([a], tmp_path / "a2.png")
     plots.write_report([b], tmp_path / "b.png")

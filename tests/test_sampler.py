@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from edgeflow.nas.arch import NUM_BLOCKS, NUM_OPTIONS
-from edgeflow.nas.sampler import FairSampler
+from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS
+from edgeflow.space.sampler import FairSampler
 
 
 def test_each_step_is_one_permutation_per_block():

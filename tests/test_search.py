@@ -15,8 +15,8 @@ import pytest
 
 from edgeflow.commands import search as search_cmd
 from edgeflow.nas import results, search
-from edgeflow.nas.latency import latency_ms
 from edgeflow.nas.rank import RankError
+from edgeflow.space.latency import latency_ms
 from tests.helpers import REPO
 from tests.nas_helpers import make_run
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from edgeflow.rundir import metrics_csv
-from edgeflow.train.report import EpochStats, epoch_line
+from edgeflow.train.epoch_stats import EpochStats, epoch_line
 
 
 def test_epoch_means_percentiles_clip_and_nonfinite() -> None:

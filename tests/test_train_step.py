@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from edgeflow.config import Config
 from edgeflow.model.supernet import Supernet
-from edgeflow.nas.sampler import FairSampler
+from edgeflow.space.sampler import FairSampler
 from edgeflow.train import loss as loss_lib
 from edgeflow.train.step import TrainStep
 

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
-from edgeflow.model.cost import arch_info
-from edgeflow.nas.arch import BLOCK_NAMES
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_OK
+from edgeflow.space.arch import BLOCK_NAMES
+from edgeflow.space.cost import arch_info
 
 
 def _positive_int(text: str) -> int:

@@ -16,8 +16,8 @@ from edgeflow import rundir
 from edgeflow.commands.options import add_run_overrides
 from edgeflow.config import BN_MODES, ConfigError
 from edgeflow.data.scan import DataError
-from edgeflow.nas.arch import format_arch, parse_arch
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK
+from edgeflow.space.arch import format_arch, parse_arch
 from edgeflow.train.checkpoint import CheckpointError
 from edgeflow.train.restore import open_run
 

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from edgeflow import plots
+        from edgeflow.report import curves as plots
     except ImportError as exc:  # matplotlib is the `report` extra
         print(f"edgeflow report: {exc}; install it with `pip install -e '.[report]'` (make setup does)",
               file=sys.stderr)

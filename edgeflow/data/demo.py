@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeflow.data import flo
 from edgeflow.data.scan import FLOW_SUFFIX, IMG0_SUFFIX, IMG1_SUFFIX, SAMPLE_FILE, DataError
-from edgeflow.train.progress import Reporter
+from edgeflow.progress import Reporter
 
 HEIGHT, WIDTH = 384, 512
 MARGIN = 48  # canvas border: what the background and shapes bring into view in frame 1

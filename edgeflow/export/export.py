@@ -20,9 +20,9 @@ from typing import Any
 from edgeflow.config import ConfigError
 from edgeflow.data.scan import Sample, sort_key
 from edgeflow.export import vela as vela_mod
-from edgeflow.model.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
-from edgeflow.nas.arch import format_arch, parse_arch
 from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run
+from edgeflow.space.arch import format_arch, parse_arch
+from edgeflow.space.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
 from edgeflow.train.restore import RunHandle, open_run
 
 EXPORT_FILE = "export.json"

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import tensorflow as tf
 
 from edgeflow.model.layers import BatchNorm, Conv2D, ConvBNReLU, ResidualBlock, upsample2x
-from edgeflow.model.table import DEPTH_OPTIONS, KERNEL_OPTIONS, LAYERS, Layer
-from edgeflow.nas.arch import format_arch, validate_arch
+from edgeflow.space.arch import format_arch, validate_arch
+from edgeflow.space.table import DEPTH_OPTIONS, KERNEL_OPTIONS, LAYERS, Layer
 from edgeflow.train.loss import accumulate
 
 

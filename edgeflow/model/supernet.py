@@ -24,8 +24,8 @@ from edgeflow.model.layers import (
     KernelChoice,
     upsample2x,
 )
-from edgeflow.model.table import LAYERS
-from edgeflow.nas.arch import NUM_BLOCKS, validate_arch
+from edgeflow.space.arch import NUM_BLOCKS, validate_arch
+from edgeflow.space.table import LAYERS
 
 COMPUTE_DTYPES = (tf.float32, tf.float16, tf.bfloat16)
 

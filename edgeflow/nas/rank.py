@@ -32,11 +32,11 @@ import numpy as np
 
 from edgeflow.config import ConfigError
 from edgeflow.data.scan import DataError, sort_key
-from edgeflow.model.cost import arch_info
 from edgeflow.nas import results as results_mod
-from edgeflow.nas.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch, parse_arch
-from edgeflow.nas.latency import latency_ms
 from edgeflow.rundir import EventLog, atomic_write_json, read_json, read_run, slurm_job_id
+from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch, parse_arch
+from edgeflow.space.cost import arch_info
+from edgeflow.space.latency import latency_ms
 from edgeflow.train.checkpoint import CheckpointError
 from edgeflow.train.restore import RunHandle, build_supernet, open_run
 from edgeflow.train.signature import SignatureMismatch, check_signature

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeflow.nas.arch import format_arch
+from edgeflow.space.arch import format_arch
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"

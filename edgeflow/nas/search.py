@@ -32,8 +32,8 @@ import numpy as np
 
 from edgeflow.nas import rank as rank_mod
 from edgeflow.nas import results as results_mod
-from edgeflow.nas.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch
 from edgeflow.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch
 
 SEARCH_DIR = "search"
 STATE_FILE = "search_state.json"  # not state.json: the monitor reads that as a trainer's state

@@ -30,19 +30,19 @@ import tensorflow as tf
 from edgeflow.config import Config
 from edgeflow.model import layers
 from edgeflow.model.layers import BN_MOMENTUM
-from edgeflow.nas.arch import NUM_BLOCKS
-from edgeflow.train import cluster
-from edgeflow.train.cluster import Task
+from edgeflow.space.arch import NUM_BLOCKS
+from edgeflow.train import workers
 from edgeflow.train.layout import KINDS, DistributeError, Layout, check_layout
 from edgeflow.train.restore import build_supernet
 from edgeflow.train.step import StepResult, TrainStep
+from edgeflow.train.workers import Task
 
 
 def make_strategy(cfg: Config, devices: list[str] | None = None) -> tuple[tf.distribute.Strategy | None, Task]:
     """The strategy for train.distribute (None: one device, the plain step) and this trainer's task.
 
     `auto`: several SLURM tasks -> multi_worker; else several visible GPUs -> mirrored; else none.
-    multi_worker must come before anything else starts TensorFlow's runtime (edgeflow/train/cluster.py).
+    multi_worker must come before anything else starts TensorFlow's runtime (edgeflow/train/workers.py).
     """
     kind = cfg.train.distribute
     if kind == "auto":
@@ -59,7 +59,7 @@ def make_strategy(cfg: Config, devices: list[str] | None = None) -> tuple[tf.dis
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices), Task()
     if kind == "multi_worker":
-        return cluster.connect(cfg)
+        return workers.connect(cfg)
     raise DistributeError(f"train.distribute: must be one of {', '.join(KINDS)}, got {kind!r}")
 
 
@@ -113,7 +113,7 @@ def _bn_usage(model: tf.Module) -> list[tuple[int, int]]:
 
 
 def _layers():
-    from edgeflow.model.table import LAYERS
+    from edgeflow.space.table import LAYERS
     return LAYERS
 
 
@@ -152,7 +152,7 @@ class DistributedTrainStep(TrainStep):
     def any_stop(self, stop: bool) -> bool:
         """Whether any task saw a stop signal: a collective in a multi-worker job, so all stop together."""
         if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return cluster.any_task(self.strategy, stop)
+            return workers.any_task(self.strategy, stop)
         return stop
 
     def _split(self, x, flow) -> tuple[Any, Any, Any]:

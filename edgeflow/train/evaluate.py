@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from edgeflow import progress
 from edgeflow.config import Config
-from edgeflow.nas.arch import NUM_BLOCKS, format_arch, parse_arch
+from edgeflow.space.arch import NUM_BLOCKS, format_arch, parse_arch
 from edgeflow.train import loss as loss_lib
-from edgeflow.train import progress
 
 
 @dataclass(frozen=True)

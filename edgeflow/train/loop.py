@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from edgeflow import rundir
+from edgeflow import progress, rundir
 from edgeflow.config import dump as config_dump
 from edgeflow.data.pipeline import is_data_error, steps_per_epoch, train_dataset
-from edgeflow.nas.sampler import FairSampler
-from edgeflow.train import cluster, distribute, early_stop, progress, report
+from edgeflow.space.sampler import FairSampler
+from edgeflow.train import distribute, early_stop, epoch_stats, workers
 from edgeflow.train.checkpoint import CheckpointStore
 from edgeflow.train.evaluate import Evaluator, datasets, zero_flow_epe
 from edgeflow.train.feed import EpochFeed
@@ -56,7 +56,7 @@ class Trainer:
         self._build()
         if self.task.count > 1:
             # Every task must start the same run before any of them writes: raises ClusterError (exit 2).
-            cluster.check_agreement(self.strategy, self.task, self._start_digest(), self.cfg.train.worker_timeout_s)
+            workers.check_agreement(self.strategy, self.task, self._start_digest(), self.cfg.train.worker_timeout_s)
         if self.chief:
             self.events: rundir.EventLog = rundir.EventLog(self.paths.events, self.cfg.runtime.experiment_name,
                                                            self.job_id)
@@ -314,7 +314,7 @@ class Trainer:
             if self.summaries is not None:
                 self.summaries.evaluation(eval_fields)
         state.epoch, state.batch_in_epoch = epoch, 0
-        state.epoch_stats = report.EpochStats()
+        state.epoch_stats = epoch_stats.EpochStats()
         ending = "early_stopped" if stop else ("completed" if epoch >= cfg.train.num_epochs else None)
         state.status = ending or "running"
         if improved:
@@ -323,7 +323,7 @@ class Trainer:
         self._write_state()
         if self.chief:
             rundir.atomic_write_text(self.paths.metrics, rundir.metrics_csv(rundir.read_events(self.paths.events)))
-        print(report.epoch_line(epoch, cfg.train.num_epochs, epoch_fields, eval_fields), flush=True)
+        print(epoch_stats.epoch_line(epoch, cfg.train.num_epochs, epoch_fields, eval_fields), flush=True)
         if ending == "early_stopped":
             es = state.early_stop
             return self._end("early_stopped", f"no improvement of mean EPE for {es.bad_epochs} evaluations "

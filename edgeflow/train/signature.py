@@ -13,7 +13,7 @@ from typing import Any
 
 import edgeflow
 from edgeflow.config import Config
-from edgeflow.nas.arch import BLOCK_NAMES, NUM_OPTIONS
+from edgeflow.space.arch import BLOCK_NAMES, NUM_OPTIONS
 
 MODEL_ID = "edgeflownas-supernet-v1"
 LOSS_ID = "edgeflownas-v1 multiscale uncertainty 0.125/0.25/0.5, coupled L2 on conv kernels"

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.train.early_stop import EarlyStopState
-from edgeflow.train.report import EpochStats
+from edgeflow.train.epoch_stats import EpochStats
 
 STATE_VERSION = 1
 

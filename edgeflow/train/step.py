@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from edgeflow.config import Config, compute_precision
-from edgeflow.nas.arch import NUM_BLOCKS
+from edgeflow.space.arch import NUM_BLOCKS
 from edgeflow.train import loss as loss_lib
 from edgeflow.train.loss_scale import DynamicLossScale
 from edgeflow.train.optimizer import Adam

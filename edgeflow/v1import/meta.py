@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeflow.nas.arch import NUM_BLOCKS, NUM_OPTIONS
+from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS
 
 _INT_FIELDS = ("epoch", "global_step", "bad_epochs")
 _FLOAT_FIELDS = ("metric", "best_metric")

@@ -20,7 +20,7 @@ tf.config.run_functions_eagerly(True)
 import numpy as np  # noqa: E402
 
 from edgeflow.config import Config  # noqa: E402
-from edgeflow.nas.sampler import FairSampler  # noqa: E402
+from edgeflow.space.sampler import FairSampler  # noqa: E402
 from edgeflow.train import distribute  # noqa: E402
 from edgeflow.train.restore import build_supernet  # noqa: E402
 from edgeflow.train.step import TrainStep  # noqa: E402

@@ -17,8 +17,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edgeflow.model.table import DEPTH_OPTIONS, INPUT_CHANNELS, KERNEL_OPTIONS, LAYERS
-from edgeflow.nas.arch import parse_arch, validate_arch
+from edgeflow.space.arch import parse_arch, validate_arch
+from edgeflow.space.table import DEPTH_OPTIONS, INPUT_CHANNELS, KERNEL_OPTIONS, LAYERS
 
 BYTES_PER_VALUE = 4
 

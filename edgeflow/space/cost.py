@@ -10,8 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from edgeflow.model.table import DEPTH_OPTIONS, INPUT_CHANNELS, KERNEL_OPTIONS, LAYERS, Layer
-from edgeflow.nas.arch import BLOCK_NAMES, format_arch, parse_arch, validate_arch
+from edgeflow.space.arch import BLOCK_NAMES, format_arch, parse_arch, validate_arch
+from edgeflow.space.table import DEPTH_OPTIONS, INPUT_CHANNELS, KERNEL_OPTIONS, LAYERS, Layer
 
 FLOPS_CONVENTION = ("flops = 2 x multiply-accumulates of the convolutions of the active path, "
                     "for one sample at the given input size (padding 'same', no bias)")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeflow.nas.arch import NUM_BLOCKS, NUM_OPTIONS
+from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS
 
 _STATE_VERSION = 1
 
