@@ -88,6 +88,12 @@ FIGURES: tuple[Figure, ...] = (
     Figure("patience", "1", ("run_start", "eval"), "Early-stopping patience (bad evaluations that stop the run).",
            "early_stop_patience", csv=True),
     Figure("improved", "1", _V, "Whether this evaluation improved on the best.", csv=True),
+    # ranking stability while a supernet trains: Kendall tau-b between this evaluation's pool ranking and
+    # the previous evaluation's (and the best epoch's); absent at the first evaluation
+    Figure("pool_rank_tau", "1", _V, "Kendall tau-b of the pool's arch ranking against the previous evaluation.",
+           "pool_rank_tau", tensorboard="eval", csv=True),
+    Figure("pool_rank_tau_best", "1", _V, "Kendall tau-b of the pool's arch ranking against the best epoch's.",
+           "pool_rank_tau_best", tensorboard="eval", csv=True),
     # a ranking or a search (RUN/rank|search/<name>/events.jsonl)
     Figure("evaluations", "1", ("search",), "Archs evaluated by a ranking or search (RUN/rank|search/<name>).",
            "search_evaluations"),
