@@ -34,8 +34,8 @@ def _fc2_tree(root: Path, source: Path) -> None:
 def bench_preflight(tmp: Path) -> None:
     from edgeflow import config
     from edgeflow.data.demo import render_demo_dataset
+    from edgeflow.data.fc2 import scan_split
     from edgeflow.data.preflight import run_preflight
-    from edgeflow.data.scan import scan_split
 
     render_demo_dataset(tmp / "one", 1, 0, seed=0)
     start = time.perf_counter()
@@ -115,9 +115,12 @@ def _packed_samples(tmp: Path, source: Path) -> list:
     import dataclasses
     import shutil
 
-    from edgeflow.data.pack import RECORD_SUFFIX, open_pack, pack_split
+    from edgeflow.data.fc2 import FolderSource
+    from edgeflow.data.pack import RECORD_SUFFIX, open_pack
+    from edgeflow.data.packing import pack_split
 
-    pack_split(source, tmp / "pack/train", "train", input_size=(180, 240), progress=False)
+    pack_split(FolderSource("train", str(source), "data.train_dir"), tmp / "pack", input_size=(180, 240),
+               show_progress=False)
     packed = open_pack(tmp / "pack/train").samples
     out = []
     for i in range(PACK_RECORDS):
@@ -131,7 +134,7 @@ def _packed_samples(tmp: Path, source: Path) -> list:
 
 def bench_pipeline(tmp: Path) -> None:
     from edgeflow.data.demo import render_demo_dataset
-    from edgeflow.data.scan import scan_split
+    from edgeflow.data.fc2 import scan_split
 
     render_demo_dataset(tmp / "pipe", PIPE_SAMPLES, 0, seed=1)
     distinct = scan_split(tmp / "pipe/train").valid

@@ -40,7 +40,7 @@ def main() -> None:
 
     from edgeflow import config as config_mod
     from edgeflow.data.pipeline import train_dataset
-    from edgeflow.data.scan import resolve_splits
+    from edgeflow.data.splits import resolve_splits
     from edgeflow.space.sampler import FairSampler
     from edgeflow.train import distribute
     from edgeflow.train.layout import MODES

@@ -50,7 +50,7 @@ def _loop_overhead(cfg) -> None:
 
     from edgeflow.data.demo import render_demo_dataset
     from edgeflow.data.pipeline import train_dataset
-    from edgeflow.data.scan import resolve_splits
+    from edgeflow.data.splits import resolve_splits
     from edgeflow.train.feed import EpochFeed
     from edgeflow.train.state import TrainState
 

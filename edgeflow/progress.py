@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -165,3 +166,28 @@ def close_open() -> None:
     """End every bar still shown (a loop left through an exception), so the terminal is usable."""
     for reporter in list(_OPEN):
         reporter.close()
+
+
+class ThreadedProgress:
+    """Progress reported as `progress(n, total)` from worker threads (n=0 first, with the total), shown
+    as one Reporter: what a deep scan or a pack reports while its threads decode."""
+
+    def __init__(self, label: str, *, unit: str = "sample", every_seconds: float = 10.0,
+                 stream: TextIO | None = None) -> None:
+        self.label, self.unit, self.every_seconds, self.stream = label, unit, every_seconds, stream
+        self.reporter: Reporter | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, n: int, total: int) -> None:
+        with self._lock:
+            if self.reporter is None or n == 0:
+                self.close()
+                self.reporter = Reporter(self.label, total, unit=self.unit, every_seconds=self.every_seconds,
+                                         stream=self.stream)
+            if n:
+                self.reporter.update(n)
+
+    def close(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
+            self.reporter = None

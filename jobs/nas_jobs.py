@@ -24,7 +24,7 @@ from typing import Any
 from edgeflow import config as efconfig
 from edgeflow import rundir
 from edgeflow.config import ConfigError
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.nas import rank as rank_mod
 from edgeflow.nas import results as results_mod
 

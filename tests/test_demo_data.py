@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from edgeflow.data import demo
+from edgeflow.data.fc2 import scan_split
 from edgeflow.data.flo import read_flo
-from edgeflow.data.scan import scan_split
+from edgeflow.data.samples import ScanOptions
 from tests.helpers import REPO
 
 
@@ -25,7 +26,8 @@ def warp_back(img1: np.ndarray, flow: np.ndarray) -> np.ndarray:
 
 
 def test_layout_and_formats(demo_data: Path) -> None:
-    train, val = scan_split(demo_data / "train", deep=True), scan_split(demo_data / "val", deep=True)
+    full = ScanOptions(deep="full")
+    train, val = scan_split(demo_data / "train", full), scan_split(demo_data / "val", full)
     assert (train.found, len(train.valid), val.found, len(val.valid)) == (24, 24, 8, 8)
     assert train.problems == {} and val.problems == {}
     assert [s.sample_id for s in val.valid] == [f"{i:07d}" for i in range(8)]

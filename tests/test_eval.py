@@ -15,7 +15,7 @@ POOL = ["000000000", "222222222", "012012012"]
 
 @pytest.fixture(scope="module")
 def setup(demo_data: Path):
-    from edgeflow.data.scan import resolve_splits
+    from edgeflow.data.splits import resolve_splits
     from edgeflow.model.supernet import Supernet
     from edgeflow.train.evaluate import Evaluator, datasets
 

@@ -140,7 +140,7 @@ def test_export_json_records_the_arch_its_source_and_calibration(cli_export, sou
     src = record["source"]
     assert src["checkpoint"] == "best" and src["epoch"] == 4 and src["run_signature"] == run_json["signature"]
     assert Path(src["checkpoint_prefix"]).name.startswith("best-")
-    from edgeflow.data.scan import sort_key
+    from edgeflow.data.samples import sort_key
     from edgeflow.train.restore import open_run
 
     train_ids = sorted((s.sample_id for s in open_run(source_run).splits.train), key=sort_key)
@@ -198,7 +198,7 @@ print(sorted(m.signatures.keys()))
 def test_saved_model_serves_full_frames_in_plain_tensorflow(cli_export, supernet_for, tmp_path: Path) -> None:
     import cv2
 
-    from edgeflow.data.scan import sort_key
+    from edgeflow.data.samples import sort_key
 
     out, _ = cli_export
     ref = supernet_for(ARCH_CLI)

@@ -41,7 +41,7 @@ def test_pool_mean_epe_ends_well_below_zero_flow(tmp_path: Path, demo_data: Path
 
     # The baseline itself, computed independently of the trainer on the same eval batches.
     from edgeflow import config
-    from edgeflow.data.scan import resolve_splits
+    from edgeflow.data.splits import resolve_splits
     from edgeflow.model.supernet import Supernet
     from edgeflow.train.evaluate import datasets, zero_flow_epe
 

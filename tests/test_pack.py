@@ -24,9 +24,10 @@ import tensorflow as tf
 
 from edgeflow import config
 from edgeflow.commands import pack as pack_cmd
-from edgeflow.data import pack, pipeline, stage
+from edgeflow.data import pack, packing, pipeline, stage
 from edgeflow.data.preflight import run_preflight
-from edgeflow.data.scan import DataError, resolve_splits
+from edgeflow.data.samples import DataError
+from edgeflow.data.splits import resolve_splits
 
 CROP = (48, 64)
 
@@ -62,7 +63,7 @@ def copy_samples(src: Path, dst: Path, ids: range) -> None:
 @pytest.fixture(scope="module")
 def demo_pack(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo_pack") / "pack"
-    pack.pack_config(make_cfg(demo_data), out, progress=False, log=lambda _: None)
+    packing.pack_config(make_cfg(demo_data), out, show_progress=False, log=lambda _: None)
     return out
 
 
@@ -73,7 +74,7 @@ def small(demo_data: Path, tmp_path: Path) -> tuple[Path, Path]:
     copy_samples(demo_data / "train", data / "train", range(6))
     copy_samples(demo_data / "val", data / "val", range(4))
     out = tmp_path / "pack"
-    pack.pack_config(make_cfg(data), out, progress=False, log=lambda _: None)
+    packing.pack_config(make_cfg(data), out, show_progress=False, log=lambda _: None)
     return data, out
 
 
@@ -112,8 +113,8 @@ def test_manifest_records_source_ids_sizes_checksums_and_the_scan(demo_data: Pat
     os.remove(data / "train/0000001-flow_01.flo")  # invalid by the scan: not packed
     broken = data / "train/0000003-img_1.png"  # a valid header but undecodable: found while packing
     raw = broken.read_bytes()
-    broken.write_bytes(raw[:33] + b"\x00\xff" * ((len(raw) - 33) // 2))
-    results = pack.pack_config(make_cfg(data), tmp_path / "pack", progress=False, log=lambda _: None)
+    broken.write_bytes(raw[:33] + b"\x00\xff" * ((len(raw) - 45) // 2) + raw[-12:])
+    results = packing.pack_config(make_cfg(data), tmp_path / "pack", show_progress=False, log=lambda _: None)
     assert [(r.split, r.found, r.packed, r.excluded) for r in results] == [("train", 5, 3, 2), ("val", 2, 2, 0)]
     manifest = json.loads((tmp_path / "pack/train/manifest.json").read_text())
     assert manifest["source"] == str(data / "train") and manifest["input_size"] == list(CROP)
@@ -126,11 +127,13 @@ def test_manifest_records_source_ids_sizes_checksums_and_the_scan(demo_data: Pat
     for entry in manifest["samples"]:
         record = tmp_path / "pack/train/records" / f"{entry['id']}.rec"
         assert (entry["height"], entry["width"]) == (384, 512)
-        assert entry["bytes"] == record.stat().st_size == 384 * 512 * 14
+        assert entry["bytes"] == record.stat().st_size == 384 * 512 * 14 + pack.HEADER_BYTES
         assert entry["sha256"] == hashlib.sha256(record.read_bytes()).hexdigest()
     assert sorted(p.name for p in (tmp_path / "pack/train/records").iterdir()) == [
         "0000000.rec", "0000002.rec", "0000004.rec"]
-    assert not [p for p in tmp_path.glob("pack/.*")]  # no temporary folder left behind
+    assert [p.name for p in tmp_path.glob("pack/.*")] == [os.readlink(tmp_path / "pack/train")] or \
+        sorted(p.name for p in tmp_path.glob("pack/.*")) == sorted(os.readlink(tmp_path / f"pack/{s}")
+                                                                  for s in ("train", "val"))  # versions only
 
 
 def test_pack_command(demo_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -140,7 +143,7 @@ def test_pack_command(demo_data: Path, tmp_path: Path, capsys: pytest.CaptureFix
     cfg_path.write_text(json.dumps(raw_cfg(data, val_dir="", holdout_samples=1)))
     assert pack_cmd.main(["--config", str(cfg_path), "--out", str(tmp_path / "p"), "--no-progress"]) == 0
     assert "pack train: 3 of 3 samples" in capsys.readouterr().out
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["train"]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir() if not p.name.startswith(".")) == ["train"]
     assert pack_cmd.main(["--config", str(cfg_path), "--no-progress"]) == 2  # no --out, no data.packed_dir
     assert "pass --out DIR or set data.packed_dir" in capsys.readouterr().err
     assert pack_cmd.main(["--config", str(cfg_path), "--out", str(tmp_path / "p"), "--split", "val"]) == 4
@@ -157,11 +160,16 @@ def test_packing_again_replaces_the_pack_whole(small: tuple[Path, Path]) -> None
     before = (out / "val/manifest.json").read_bytes()
     with pytest.raises(DataError, match="is stale"):
         resolve_splits(make_cfg(data, out))
-    pack.pack_config(make_cfg(data), out, split="train", progress=False, log=lambda _: None)
-    splits = resolve_splits(make_cfg(data, out))
+    packing.pack_config(make_cfg(data), out, split="train", show_progress=False, log=lambda _: None)
+    # The pack carries the folder's problems: held to data.allow_excluded_samples like the folder.
+    with pytest.raises(DataError, match="1 invalid samples would be excluded, more than data.allow_excluded"):
+        resolve_splits(make_cfg(data, out))
+    splits = resolve_splits(make_cfg(data, out, allow_excluded_samples=1))
     assert len(splits.train) == 5 and not (out / "train/records/0000005.rec").exists()
     assert (out / "val/manifest.json").read_bytes() == before  # --split train leaves val alone
-    assert sorted(p.name for p in out.iterdir()) == ["train", "val"]  # no temporary or old folder left
+    # No temporary or old folder left: the two links and the two versions they point to.
+    assert sorted(p.name for p in out.iterdir()) == sorted(["train", "val", os.readlink(out / "train"),
+                                                            os.readlink(out / "val")])
 
 
 def test_preflight_reports_a_good_pack(small: tuple[Path, Path]) -> None:
@@ -242,7 +250,7 @@ def test_corrupted_record_is_refused_by_deep_preflight_and_stops_training(small:
         for _ in pipeline.train_dataset(splits.train, cfg, 0):
             pass
     assert pipeline.is_data_error(info.value)
-    assert "training sample 0000003 at position" in str(info.value)
+    assert "training sample 0000003 (position" in str(info.value)
     assert f"{victim.record}: contents differ from its manifest entry" in str(info.value)
 
 
@@ -254,7 +262,7 @@ def test_empty_val_pack_is_refused_like_an_empty_val_folder(demo_data: Path, tmp
         os.remove(data / f"val/{i:07d}-img_1.png")
     cfg = make_cfg(data)
     cfg.train.batch_size = 2
-    pack.pack_config(cfg, tmp_path / "pack", progress=False, log=lambda _: None)
+    packing.pack_config(cfg, tmp_path / "pack", show_progress=False, log=lambda _: None)
     packed = copy.deepcopy(cfg)
     packed.data.format, packed.data.packed_dir = "packed", str(tmp_path / "pack")
     png_report, packed_report = run_preflight(cfg), run_preflight(packed)
@@ -285,7 +293,7 @@ def test_stage_to_local_copies_across_file_systems_and_reuses_the_copy(
         monkeypatch.delenv("SLURM_TMPDIR", raising=False)
         monkeypatch.setenv("TMPDIR", str(node))
         cfg = make_cfg(data, out, stage_to_local=True)
-        splits = resolve_splits(cfg)
+        splits = resolve_splits(cfg, stage=True)
         assert "copied to" in capsys.readouterr().out
         record = Path(splits.train[0].record)
         assert node in record.parents and record.stat().st_nlink == 1
@@ -295,7 +303,7 @@ def test_stage_to_local_copies_across_file_systems_and_reuses_the_copy(
         direct = make_cfg(data, out)
         assert same(arrays(pipeline.train_dataset(splits.train, cfg, 0)),
                     arrays(pipeline.train_dataset(resolve_splits(direct).train, direct, 0)))
-        resolve_splits(cfg)  # a requeued job on the same node
+        resolve_splits(cfg, stage=True)  # a requeued job on the same node
         assert capsys.readouterr().out.count("reused") == 2
     finally:
         shutil.rmtree(node, ignore_errors=True)
@@ -306,7 +314,7 @@ def test_stage_to_local_hard_links_on_the_same_file_system(small: tuple[Path, Pa
     data, out = small
     monkeypatch.setenv("SLURM_TMPDIR", str(tmp_path / "node"))
     (tmp_path / "node").mkdir()
-    root = stage.stage_pack(make_cfg(data, out, stage_to_local=True))
+    root = stage.stage_pack(str(out), ["train", "val"])
     staged = root / "train/records/0000000.rec"
     assert staged.stat().st_ino == (out / "train/records/0000000.rec").stat().st_ino
     assert tmp_path / "node" in staged.parents
@@ -318,7 +326,7 @@ def test_stage_to_local_refusals(small: tuple[Path, Path], tmp_path: Path, monke
     monkeypatch.delenv("SLURM_TMPDIR", raising=False)
     monkeypatch.delenv("TMPDIR", raising=False)
     with pytest.raises(DataError, match="neither SLURM_TMPDIR nor TMPDIR is set"):
-        stage.stage_pack(cfg)
+        resolve_splits(cfg, stage=True)
     with pytest.raises(DataError, match=r"the pack needs 5.00 GB but /scratch/x \(\$TMPDIR\) has 4.00 GB free"):
         stage.check_fits(5 * 10**9, 4 * 10**9, 100 * 10**9, Path("/scratch/x"), "TMPDIR")
     with pytest.raises(DataError, match="keeping 2.00 GB in reserve"):  # fits, but not with the reserve
@@ -329,7 +337,7 @@ def test_stage_to_local_refusals(small: tuple[Path, Path], tmp_path: Path, monke
     monkeypatch.setenv("TMPDIR", str(tmp_path / "node"))
     (tmp_path / "node").mkdir()
     with pytest.raises(DataError, match=f"{record}: 10 bytes"):
-        stage.stage_pack(cfg)
+        resolve_splits(cfg, stage=True)
     assert not list((tmp_path / "node").rglob("*.rec"))  # nothing staged from a broken pack
 
 
@@ -345,3 +353,72 @@ def test_preflight_of_a_pack_imports_no_tensorflow(small: tuple[Path, Path], tmp
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "imported: []" in proc.stdout and "preflight: OK: 6 training and 4 validation samples" in proc.stdout
+
+
+def test_pack_never_replaces_a_folder_it_did_not_make(demo_data: Path, tmp_path: Path) -> None:
+    # FlyingChairs2's own layout: --out at the folder that holds train/ and val/ must not touch them.
+    data = tmp_path / "FlyingChairs2"
+    copy_samples(demo_data / "train", data / "train", range(3))
+    copy_samples(demo_data / "val", data / "val", range(2))
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(json.dumps(raw_cfg(data)))
+    for out in (data, data / "train", data / "train" / "packs"):
+        assert pack_cmd.main(["--config", str(cfg_path), "--out", str(out), "--no-progress"]) == 4
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+    # Any folder that is not a pack edgeflow made is refused too, and kept as it was.
+    someone = tmp_path / "elsewhere"
+    (someone / "val").mkdir(parents=True)
+    (someone / "val" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="is not a pack made by edgeflow"):
+        packing.pack_config(make_cfg(data), someone, show_progress=False, log=lambda _: None)
+    assert (someone / "val" / "notes.txt").read_text() == "mine" and not (someone / "train").exists()
+
+
+def test_manifest_size_of_the_same_product_is_refused(small: tuple[Path, Path]) -> None:
+    # Height and width swapped for (h', w') with the same product: same length and fingerprint, so only
+    # the size in the record's header can tell; it must, or training runs on scrambled pixels.
+    data, out = small
+    manifest_path = out / "train/manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = manifest["samples"][2]
+    entry["height"], entry["width"] = entry["height"] * 2, entry["width"] // 2
+    manifest_path.write_text(json.dumps(manifest))
+    cfg = make_cfg(data, out)
+    with pytest.raises(DataError, match="its header does not match the manifest entry"):
+        resolve_splits(cfg)
+    report = run_preflight(cfg, deep=True)
+    assert not report.ok and "its header does not match the manifest entry" in report.reason
+    # The per-read check catches it too (a manifest changed after the start's checks).
+    samples = [pack.PackedSample(**{**s.__dict__}) for s in pack.open_pack(out / "val").samples]
+    victim = pack._samples_of(out / "train", manifest)[2]
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for _ in pipeline.eval_dataset([victim, *samples[1:]], cfg, batch_size=2, num_batches=2):
+            pass
+    assert pipeline.is_data_error(info.value) and "its header does not match" in str(info.value)
+
+
+def test_a_killed_pack_leaves_a_whole_pack_and_the_next_pack_cleans_up(small: tuple[Path, Path]) -> None:
+    data, out = small
+    cfg = make_cfg(data, out)
+    before = resolve_splits(cfg)
+    # A packer killed while writing: its temporary folder (dead pid) stays until the next pack.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    leftover = out / f".train.tmp-{dead}"
+    (leftover / "records").mkdir(parents=True)
+    (leftover / "records/0000000.rec").write_bytes(b"x" * 1000)
+    # Killed after the new version was renamed into place but before the link moved: the old one is visible.
+    orphan = out / ".train.v-killedswap0"
+    shutil.copytree(out / "train", orphan, symlinks=True)
+    assert [s.sample_id for s in resolve_splits(cfg).train] == [s.sample_id for s in before.train]
+    # Killed between the two renames of an older (unlinked) pack: preflight says what happened.
+    link_target = os.readlink(out / "val")
+    (out / "val").unlink()
+    report = run_preflight(cfg)
+    assert not report.ok and "a replacement was interrupted" in report.reason and link_target in report.reason
+    os.symlink(link_target, out / "val")
+    packing.pack_config(cfg, out, show_progress=False, log=lambda _: None)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["train", "val", os.readlink(out / "train"), os.readlink(out / "val")])
+    assert resolve_splits(cfg).train[0].sample_id == before.train[0].sample_id

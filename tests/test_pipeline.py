@@ -17,8 +17,8 @@ import tensorflow as tf
 from edgeflow import config
 from edgeflow.data import pipeline
 from edgeflow.data.demo import write_sample
+from edgeflow.data.fc2 import scan_split
 from edgeflow.data.flo import read_flo
-from edgeflow.data.scan import scan_split
 
 IMG_H, IMG_W = 40, 56
 CROP_H, CROP_W = 16, 24
@@ -149,18 +149,21 @@ def test_file_removed_after_the_scan_is_an_error_naming_it(data_dir: Path) -> No
     samples = scan_split(data_dir).valid
     os.remove(samples[3].flow)
     seen, err = _iterate_until_error(pipeline.train_dataset(samples, make_cfg(), epoch=0))
-    assert "training sample 0000003 at position" in str(err)
+    assert "training sample 0000003 (position 3) cannot be read" in str(err)
     assert f"{samples[3].flow}: cannot read: No such file or directory" in str(err)
     assert pipeline.is_data_error(err) and seen < N
+    # What the run, `jobs status` and `jobs list` show: one line, without TensorFlow's wrapping.
+    assert pipeline.data_error_message(err) == (f"training sample 0000003 (position 3) cannot be read: "
+                                                f"{samples[3].flow}: cannot read: No such file or directory")
 
 
 def test_corrupt_png_in_the_last_position_is_not_skipped(data_dir: Path) -> None:
     samples = scan_split(data_dir).valid
     last = samples[int(pipeline.epoch_order(N, 5, 0)[-1])]
     data = Path(last.img1).read_bytes()
-    Path(last.img1).write_bytes(data[:33] + b"\x00\xff" * ((len(data) - 33) // 2))
+    Path(last.img1).write_bytes(data[:33] + b"\x00\xff" * ((len(data) - 45) // 2) + data[-12:])
     seen, err = _iterate_until_error(pipeline.train_dataset(samples, make_cfg(), epoch=0))
-    assert f"at position {N - 1} is unreadable" in str(err)
+    assert f"(position {N - 1}) cannot be read" in str(err)
     assert f"{last.img1}: PNG data cannot be decoded" in str(err)
     assert seen == 8  # the first two full batches; the last batch never arrives short
 
@@ -170,15 +173,15 @@ def test_flo_replaced_after_the_scan_is_an_error_naming_it(data_dir: Path) -> No
     flow = Path(samples[0].flow)
     flow.write_bytes(b"XXXX" + flow.read_bytes()[4:])  # same size, wrong magic: would be read silently
     _, err = _iterate_until_error(pipeline.eval_dataset(samples, make_cfg(), batch_size=2, num_batches=1))
-    assert "evaluation sample 0000000 at position 0 is unreadable" in str(err)
-    assert f"{flow}: {flow}: not a .flo file" in str(err)
+    assert "evaluation sample 0000000 (position 0) cannot be read" in str(err)
+    assert f"{flow}: not a .flo file" in str(err) and f"{flow}: {flow}" not in str(err)
 
 
 def test_image_resized_after_the_scan_is_an_error_naming_it(data_dir: Path) -> None:
     samples = scan_split(data_dir).valid
     cv2.imwrite(samples[2].img1, np.zeros((IMG_H, IMG_W + 8, 3), np.uint8))  # would crop silently
     _, err = _iterate_until_error(pipeline.eval_dataset(samples, make_cfg(), batch_size=4, num_batches=1))
-    assert "evaluation sample 0000002 at position 2 is unreadable" in str(err)
+    assert "evaluation sample 0000002 (position 2) cannot be read" in str(err)
     assert f"{samples[2].img1}: img_1 is 40x64 but img_0 is 40x56" in str(err)
 
 

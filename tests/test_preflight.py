@@ -88,7 +88,7 @@ def test_bad_samples_are_listed_and_excluded(root: Path) -> None:
     out = result.stdout
     assert "  train  6      4      2        4     " in out
     assert f"train: 1 x missing_img1 (img_1 missing), e.g.\n      {file_of(root / 'train', 1, 'img_1.png')}: " in out
-    assert f"train: 1 x flo_file_size (.flo file size != 12 + 8*w*h), e.g.\n      {flow}: {flow}: truncated .flo" in out
+    assert f"train: 1 x flo_file_size (.flo file size != 12 + 8*w*h), e.g.\n      {flow}: truncated .flo" in out
     assert out.splitlines()[-1] == \
         "preflight: OK: 4 training and 3 validation samples (val_dir); 2 invalid samples excluded"
 
@@ -98,7 +98,8 @@ def test_corrupt_png_is_caught_by_deep_only(root: Path) -> None:
     make_samples(root / "val", range(3))
     png = file_of(root / "val", 2, "img_0.png")
     data = png.read_bytes()
-    png.write_bytes(data[:40] + b"\xde\xad" * ((len(data) - 40) // 2))
+    # Garbage pixel data between an intact header and an intact end: only decoding finds it.
+    png.write_bytes(data[:40] + b"\xde\xad" * ((len(data) - 52) // 2) + data[-12:])
     shallow = preflight(train=root / "train", val=root / "val", batch=3)
     assert shallow.returncode == 0 and "undecodable_png" not in shallow.stdout
     deep = preflight("--deep", train=root / "train", val=root / "val", batch=3)

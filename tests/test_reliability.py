@@ -252,7 +252,8 @@ def test_bind_paths_with_comma_or_colon_are_refused(tmp_path: Path, bad: str) ->
 def test_a_fifo_in_place_of_a_sample_is_reported_not_opened(tmp_path: Path, demo_data: Path) -> None:
     import shutil
 
-    from edgeflow.data.scan import scan_split
+    from edgeflow.data.fc2 import scan_split
+    from edgeflow.data.samples import ScanOptions
 
     folder = tmp_path / "train"
     shutil.copytree(demo_data / "train", folder)
@@ -263,7 +264,8 @@ def test_a_fifo_in_place_of_a_sample_is_reported_not_opened(tmp_path: Path, demo
     image.unlink()
     os.mkfifo(image)
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(scan_split(folder, min_size=(32, 48))), daemon=True)
+    options = ScanOptions(min_size=(32, 48))
+    worker = threading.Thread(target=lambda: result.append(scan_split(folder, options)), daemon=True)
     worker.start()
     worker.join(60)
     assert result, "the scan hung on a FIFO"

@@ -12,7 +12,7 @@ import pytest
 
 from edgeflow import config, rundir
 from edgeflow.data.preflight import run_preflight
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.train.checkpoint import CheckpointStore
 from edgeflow.train.start import prepare, write_run_start_files
 from tests.helpers import tiny_config

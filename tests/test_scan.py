@@ -13,15 +13,10 @@ import pytest
 
 from edgeflow import config
 from edgeflow.data.demo import write_sample
+from edgeflow.data.fc2 import scan_split
 from edgeflow.data.flo import write_flo
-from edgeflow.data.scan import (
-    DataError,
-    Sample,
-    holdout_ids,
-    resolve_splits,
-    scan_split,
-    select_splits,
-)
+from edgeflow.data.samples import DataError, Sample, ScanOptions
+from edgeflow.data.splits import holdout_ids, resolve_splits, select_splits
 
 H, W = 24, 32
 
@@ -54,7 +49,7 @@ def test_finds_valid_samples_sorted_and_ignores_other_files(tmp_path) -> None:
     make_samples(tmp_path, [10, 2, 1, 100])
     for name in ("0000001-flow_10.flo", "0000001-occ_0.png", "README.txt", "0000003-mb_0.png"):
         (tmp_path / name).write_bytes(b"x")
-    scan = scan_split(tmp_path, min_size=(H, W))
+    scan = scan_split(tmp_path, ScanOptions(min_size=(H, W)))
     assert scan.found == 4
     assert [s.sample_id for s in scan.valid] == ["0000001", "0000002", "0000010", "0000100"]
     assert scan.valid[0] == Sample("0000001", str(path(tmp_path, 1, "img_0.png")), str(path(tmp_path, 1, "img_1.png")),
@@ -98,10 +93,10 @@ def test_png_size_mismatch_and_smaller_than_the_crop(tmp_path) -> None:
     make_samples(tmp_path, [0, 1])
     make_samples(tmp_path / "other", [0], h=H + 2, w=W)
     os.replace(path(tmp_path / "other", 0, "img_1.png"), path(tmp_path, 0, "img_1.png"))
-    scan = scan_split(tmp_path, min_size=(H, W))
+    scan = scan_split(tmp_path, ScanOptions(min_size=(H, W)))
     assert scan.problems == {"png_size_mismatch": [str(path(tmp_path, 0, "img_1.png"))]}
     assert "img_1 is 26x32 but img_0 is 24x32" in scan.details[str(path(tmp_path, 0, "img_1.png"))]
-    small = scan_split(tmp_path, min_size=(H, W + 1))
+    small = scan_split(tmp_path, ScanOptions(min_size=(H, W + 1)))
     assert small.problems["png_too_small"] == [str(path(tmp_path, i, "img_0.png")) for i in (0, 1)]
     assert small.valid == []
 
@@ -127,13 +122,27 @@ def test_flo_magic_header_dims_and_size(tmp_path) -> None:
     assert "flow is 32x24 but img_0 is 24x32" in scan.details[str(path(tmp_path, 3, "flow_01.flo"))]
 
 
+def test_truncated_png_is_found_by_the_header_check(tmp_path) -> None:
+    # A PNG cut short (an interrupted copy, a full disk) has no IEND chunk: found without decoding it.
+    make_samples(tmp_path, [0, 1])
+    cut = path(tmp_path, 1, "img_0.png")
+    data = cut.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    scan = scan_split(tmp_path)
+    assert [s.sample_id for s in scan.valid] == ["0000000"]
+    assert scan.problems == {"truncated_png": [str(cut)]}
+    assert "does not end with its IEND chunk" in scan.details[str(cut)]
+
+
 def test_corrupt_png_body_and_nonfinite_flow_need_deep(tmp_path) -> None:
     make_samples(tmp_path, [0, 1, 2, 3])
     png = path(tmp_path, 0, "img_1.png")
     data = png.read_bytes()
-    png.write_bytes(data[:33] + bytes(range(256)) * ((len(data) - 33) // 256 + 1))  # signature+IHDR, garbage body
+    end = data[-12:]  # the IEND chunk stays: only the pixel data is garbage
+    png.write_bytes(data[:33] + bytes(range(256)) * ((len(data) - 45) // 256 + 1) + end)
     cut = path(tmp_path, 3, "img_0.png")
-    cut.write_bytes(cut.read_bytes()[:-200])  # truncated: the header is intact
+    raw = cut.read_bytes()
+    cut.write_bytes(raw[:-212] + raw[-12:])  # data cut out of the middle: header and end intact
     flow_path = path(tmp_path, 1, "flow_01.flo")
     flow = np.zeros((H, W, 2), np.float32)
     flow[3, 4, 1] = np.nan
@@ -141,7 +150,7 @@ def test_corrupt_png_body_and_nonfinite_flow_need_deep(tmp_path) -> None:
     write_flo(flow_path, flow)
     shallow = scan_split(tmp_path)
     assert len(shallow.valid) == 4 and shallow.problems == {}
-    deep = scan_split(tmp_path, deep=True)
+    deep = scan_split(tmp_path, ScanOptions(deep="full"))
     assert [s.sample_id for s in deep.valid] == ["0000002"]
     assert deep.problems == {"undecodable_png": [str(png), str(cut)], "nonfinite_flow": [str(flow_path)]}
     assert deep.details[str(flow_path)] == "2 non-finite flow values"
@@ -151,7 +160,7 @@ def test_threaded_scan_equals_serial_scan(tmp_path) -> None:
     make_samples(tmp_path, range(40))
     os.remove(path(tmp_path, 7, "img_1.png"))
     path(tmp_path, 33, "flow_01.flo").write_bytes(b"PIEH")
-    from edgeflow.data import scan as scan_mod
+    from edgeflow.data import fc2 as scan_mod
 
     old = scan_mod._CHUNK
     scan_mod._CHUNK = 3  # many chunks over several threads
@@ -166,9 +175,9 @@ def test_threaded_scan_equals_serial_scan(tmp_path) -> None:
 def test_deep_without_opencv_fails_clearly(tmp_path) -> None:
     make_samples(tmp_path, [0])
     code = ("import sys; sys.modules['cv2'] = None; sys.modules['PIL'] = None\n"
-            "from edgeflow.data.scan import scan_split, DataError\n"
+            "from edgeflow.data.fc2 import scan_split\nfrom edgeflow.data.samples import DataError, ScanOptions\n"
             f"print(scan_split({str(tmp_path)!r}).found)\n"
-            f"try:\n    scan_split({str(tmp_path)!r}, deep=True)\n"
+            f"try:\n    scan_split({str(tmp_path)!r}, ScanOptions(deep='full'))\n"
             "except DataError as e:\n    print('ERR', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1]).stdout

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from edgeflow.data.demo import HEIGHT, WIDTH, render_demo_dataset
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_OK
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from edgeflow import rundir
 from edgeflow.commands.options import add_run_overrides
 from edgeflow.config import BN_MODES, ConfigError
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK
 from edgeflow.space.arch import format_arch, parse_arch
 from edgeflow.train.checkpoint import CheckpointError

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from edgeflow.commands.options import add_run_overrides
 from edgeflow.config import ConfigError
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.export import vela as vela_mod
 from edgeflow.export.export import ExportError, ExportRequest, export
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_FAILED, EXIT_OK

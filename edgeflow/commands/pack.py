@@ -7,7 +7,7 @@ import sys
 
 from edgeflow import config as config_mod
 from edgeflow.commands.options import add_config_options
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK
 
 
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is None and not cfg.data.packed_dir:
         print("pack: no output folder: pass --out DIR or set data.packed_dir", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from edgeflow.data.pack import pack_config  # after the config check: it loads TensorFlow
+    from edgeflow.data.packing import pack_config  # after the config check: it loads TensorFlow
 
     try:
-        pack_config(cfg, args.out, args.split, progress=not args.no_progress)
+        pack_config(cfg, args.out, args.split, show_progress=not args.no_progress)
     except DataError as exc:
         print(f"pack: {exc}", file=sys.stderr)
         return EXIT_DATA_ERROR

@@ -14,7 +14,7 @@ import json
 import sys
 
 from edgeflow.commands.options import add_run_overrides
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.nas import rank
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK, EXIT_PREEMPTED
 from edgeflow.train.checkpoint import CheckpointError

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from edgeflow.commands.options import add_run_overrides
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.nas import search
 from edgeflow.nas.rank import RankError
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK, EXIT_PREEMPTED

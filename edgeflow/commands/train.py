@@ -13,7 +13,7 @@ from edgeflow import config as config_mod
 from edgeflow import rundir
 from edgeflow.commands.options import add_config_options
 from edgeflow.config import ConfigError
-from edgeflow.data.scan import DataError
+from edgeflow.data.samples import DataError
 from edgeflow.train.checkpoint import CheckpointError
 from edgeflow.train.signature import SignatureMismatch
 from edgeflow.train.start import StartError, prepare

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeflow.data import flo
-from edgeflow.data.scan import FLOW_SUFFIX, IMG0_SUFFIX, IMG1_SUFFIX, SAMPLE_FILE, DataError
+from edgeflow.data.fc2 import FLOW_SUFFIX, IMG0_SUFFIX, IMG1_SUFFIX, SAMPLE_FILE
+from edgeflow.data.samples import DataError
 from edgeflow.progress import Reporter
 
 HEIGHT, WIDTH = 384, 512

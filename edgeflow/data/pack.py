@@ -1,19 +1,22 @@
-"""The decode-once pack: every valid sample of a split decoded once into a raw record (`python -m edgeflow pack`).
+"""The decode-once pack, read side: the format, its checks, and `PackSource` behind the data seam.
 
 Layout of one split's pack (``<packed_dir>/train``, ``<packed_dir>/val``)::
 
-    manifest.json            source folder, the scan it came from, every sample id, sizes, checksums
-    records/<id>.rec         h x w x 14 bytes: per pixel img_0 B,G,R, img_1 B,G,R (uint8), then flow
-                             u, v (float32, little-endian): the pixel order and values the PNG path
-                             produces, so reading a crop is a slice, with no decoding
+    manifest.json       source folder and layout, the scan it came from, every sample id, sizes, checksums
+    records/<id>.rec    a 16-byte header (b"EFR2", then height, width and bytes per pixel as little-endian
+                        uint32), then h x w x 14 bytes: per pixel img_0 B,G,R, img_1 B,G,R (uint8), then
+                        flow u, v (float32, little-endian): the pixel order and values the PNG path produces
 
-One file per sample: TensorFlow has no native ranged read (FixedLengthRecordDataset skips a header by
-reading through it), so a record per file is what gives random access by sample index with native ops
-(`read_file`), keeping the per-epoch permutation exact.
+`<packed_dir>/<split>` is a symbolic link to a hidden folder holding one complete version, so a new pack
+replaces the old one with one atomic rename of the link, and a kill at any moment leaves one whole pack
+visible (edgeflow/data/packing.py writes packs). Every field that shapes a record is covered by the
+per-read check: the record's length, its fingerprint (of the whole file, header included) and the height
+and width in its header must all match the manifest, so a manifest entry with another height and width
+of the same product is refused, not read as scrambled pixels.
 
-Light module (no TensorFlow at import): preflight and the launcher read manifests with it. Packing
-(`pack_split`) imports TensorFlow and decodes with the very ops of the PNG path, so the bytes are those
-the PNG path would feed the model. Any pack problem is a `DataError` naming the file; nothing is skipped.
+One file per sample: TensorFlow has no native ranged read, so a record per file gives random access by
+sample index with native ops (`read_file`), keeping the per-epoch permutation exact. Light module (no
+TensorFlow). Any pack problem is a `DataError` naming the file; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -21,44 +24,39 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import sys
-import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+import re
+import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from edgeflow import config as config_mod
-from edgeflow.data import flo
-from edgeflow.data.scan import (
-    FLOW_SUFFIX,
-    IMG0_SUFFIX,
-    IMG1_SUFFIX,
-    SAMPLE_FILE,
-    DataError,
-    Problem,
-    Sample,
-    Splits,
-    SplitScan,
-    check_deep,
-    check_headers,
-    scan_split,
-    select_splits,
-    sort_key,
-)
+from edgeflow.data.samples import DataError, Sample, ScanOptions, SplitScan, sort_key
 
 FORMAT = "edgeflow-pack"
-VERSION = 1
+VERSION = 2
 BYTES_PER_PIXEL = 14  # 6 uint8 frame channels + 2 float32 flow components
+HEADER_MAGIC = b"EFR2"
+RECORD_HEADER = struct.Struct("<4sIII")  # magic, height, width, bytes per pixel
+HEADER_BYTES = RECORD_HEADER.size
 MANIFEST = "manifest.json"
 RECORDS = "records"
 RECORD_SUFFIX = ".rec"
-LAYOUT = "h x w x 14 bytes per record: img_0 BGR, img_1 BGR (uint8), flow u, v (float32 little-endian)"
-_IO_WORKERS = 8  # file reads/writes and sha256 release the GIL
-_MAGIC_INT = int.from_bytes(flo.MAGIC, "little", signed=True)  # a .flo's magic read as an int32
+LAYOUT = (f"{HEADER_BYTES}-byte header (EFR2, height, width, bytes per pixel), then h x w x {BYTES_PER_PIXEL} "
+          "bytes per record: img_0 BGR, img_1 BGR (uint8), flow u, v (float32 little-endian)")
+# Hidden names inside a pack root: versions a split's link points to, and folders being written.
+VERSION_PREFIX = ".{split}.v-"
+TMP_PREFIX = ".{split}.tmp-"
+_IO_WORKERS = 8  # file reads and sha256 release the GIL
+
+
+def record_header(height: int, width: int) -> bytes:
+    return RECORD_HEADER.pack(HEADER_MAGIC, height, width, BYTES_PER_PIXEL)
+
+
+def record_bytes(height: int, width: int) -> int:
+    """The size of a record file of this frame size, header included."""
+    return HEADER_BYTES + height * width * BYTES_PER_PIXEL
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ class PackedSample(Sample):
     record: str = ""
     height: int = 0
     width: int = 0
-    fingerprint: str = ""  # tf.fingerprint (farmhash64) of the record, 16 hex digits
+    fingerprint: str = ""  # tf.fingerprint (farmhash64) of the whole record file, 16 hex digits
     sha256: str = ""
 
 
@@ -89,7 +87,7 @@ class Pack:
 
     @property
     def bytes(self) -> int:
-        return sum(s.height * s.width * BYTES_PER_PIXEL for s in self.samples)
+        return sum(record_bytes(s.height, s.width) for s in self.samples)
 
     def scan(self) -> SplitScan:
         """The scan the pack came from, with the pack's samples as the valid ones."""
@@ -99,31 +97,38 @@ class Pack:
                          details=dict(scan["details"]))
 
 
-def record_bytes(height: int, width: int) -> int:
-    return height * width * BYTES_PER_PIXEL
-
-
-def split_dir(root: str | os.PathLike, split: str) -> Path:
+def split_dir(root: str | os.PathLike[str], split: str) -> Path:
     return Path(root) / split
-
-
-# ---------------------------------------------------------------------------------------------- reading
 
 
 def _bad(path: Path, what: str) -> DataError:
     return DataError(f"pack {path}: {what}")
 
 
-def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+def interrupted_versions(root: Path, split: str) -> list[Path]:
+    """Complete versions of a split whose link is missing (a replacement killed half-way)."""
+    prefix = VERSION_PREFIX.format(split=split)
+    try:
+        return sorted(p for p in root.iterdir() if p.name.startswith(prefix) and (p / MANIFEST).is_file())
+    except OSError:
+        return []
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of one split's pack, checked for form; DataError naming the file otherwise."""
-    path = Path(directory) / MANIFEST
-    if not Path(directory).is_dir():
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        versions = interrupted_versions(directory.parent, directory.name)
+        if versions:
+            raise DataError(f"pack folder {directory} is missing, but {versions[-1]} holds a complete pack: a "
+                            f"replacement was interrupted; run `python -m edgeflow pack` again to finish it")
         raise DataError(f"pack folder {directory} does not exist (make it with `python -m edgeflow pack`)")
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:
         raise _bad(path, "missing: not a pack, or packing did not finish") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise _bad(path, f"cannot be read as JSON ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _bad(path, f"not an {FORMAT} manifest")
@@ -137,17 +142,25 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+# A sample id becomes a record's file name: nothing that could leave the records folder.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\Z")
+
+
 def _samples_of(directory: Path, manifest: dict[str, Any]) -> list[PackedSample]:
     source = str(manifest["source"])
     samples = []
     try:
         for entry in manifest["samples"]:
             sid = str(entry["id"])
+            if not _SAFE_ID.match(sid):
+                raise ValueError(f"'id' ({sid!r})")
+            height, width = int(entry["height"]), int(entry["width"])
+            if not (0 < height < 1 << 16 and 0 < width < 1 << 16):
+                raise ValueError(f"'height'/'width' ({height}x{width})")
+            img0, img1, flow = (os.path.join(source, str(f)) for f in entry["files"])
             samples.append(PackedSample(
-                sid, os.path.join(source, sid + IMG0_SUFFIX), os.path.join(source, sid + IMG1_SUFFIX),
-                os.path.join(source, sid + FLOW_SUFFIX), record=str(directory / RECORDS / (sid + RECORD_SUFFIX)),
-                height=int(entry["height"]), width=int(entry["width"]), fingerprint=str(entry["fingerprint"]),
-                sha256=str(entry["sha256"])))
+                sid, img0, img1, flow, record=str(directory / RECORDS / (sid + RECORD_SUFFIX)),
+                height=height, width=width, fingerprint=str(entry["fingerprint"]), sha256=str(entry["sha256"])))
     except (KeyError, TypeError, ValueError) as exc:
         raise _bad(directory / MANIFEST, f"sample entry without a valid {exc}") from None
     if [s.sample_id for s in samples] != sorted((s.sample_id for s in samples), key=sort_key):
@@ -167,13 +180,18 @@ def record_problem(sample: PackedSample, *, deep: bool) -> str:
     """What is wrong with a sample's record file ("" if it matches the manifest)."""
     want = record_bytes(sample.height, sample.width)
     try:
-        size = os.stat(sample.record).st_size
+        with open(sample.record, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            header = fh.read(HEADER_BYTES)
     except OSError as exc:
         return f"{sample.record}: cannot read: {exc.strerror or exc}"
     if size != want:
         what = "truncated" if size < want else "longer than its manifest entry"
         return (f"{sample.record}: {size} bytes, the manifest says {want} "
-                f"({sample.height}x{sample.width} x {BYTES_PER_PIXEL}): {what}")
+                f"({sample.height}x{sample.width} x {BYTES_PER_PIXEL} + {HEADER_BYTES}): {what}")
+    if header != record_header(sample.height, sample.width):
+        return (f"{sample.record}: its header does not match the manifest entry ({sample.height}x{sample.width}): "
+                f"the manifest or the record was changed")
     if deep:
         try:
             got = _sha256(sample.record)
@@ -185,9 +203,9 @@ def record_problem(sample: PackedSample, *, deep: bool) -> str:
     return ""
 
 
-def open_pack(directory: str | os.PathLike, *, deep: bool = False, split: str | None = None) -> Pack:
+def open_pack(directory: str | os.PathLike[str], *, deep: bool = False, split: str | None = None) -> Pack:
     """Read a split's pack and check every record file against the manifest: present with the right
-    size, no file the manifest does not list, and with `deep` the sha256 of every record."""
+    size and header, no file the manifest does not list, and with `deep` the sha256 of every record."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     if split is not None and manifest["split"] != split:
@@ -208,21 +226,10 @@ def open_pack(directory: str | os.PathLike, *, deep: bool = False, split: str | 
     return Pack(directory, manifest, samples)
 
 
-def source_files(directory: str | os.PathLike) -> dict[str, list[int]]:
-    """name -> [size, mtime_ns] of every sample file of a source folder: what staleness is judged by."""
-    out: dict[str, list[int]] = {}
-    with os.scandir(os.fspath(directory)) as entries:
-        for entry in entries:
-            if SAMPLE_FILE.match(entry.name):
-                st = entry.stat()
-                out[entry.name] = [st.st_size, st.st_mtime_ns]
-    return out
-
-
-def stale_reason(pack: Pack) -> str:
-    """Why the pack no longer matches its source folder ("" if it does). The source must exist."""
+def stale_reason(pack: Pack, now: dict[str, list[int]]) -> str:
+    """Why the pack no longer matches its source folder, whose sample files are now `now` (name ->
+    [size, mtime_ns]); "" if it does."""
     recorded: dict[str, list[int]] = pack.manifest["scan"]["files"]
-    now = source_files(pack.source)
     added = sorted(set(now) - set(recorded))
     removed = sorted(set(recorded) - set(now))
     changed = sorted(n for n in set(now) & set(recorded) if list(now[n]) != list(recorded[n]))
@@ -236,17 +243,11 @@ def stale_reason(pack: Pack) -> str:
             f"({'; '.join(parts)}); re-run `python -m edgeflow pack`")
 
 
-def check_against_config(pack: Pack, cfg: config_mod.Config, source_dir: str, key: str) -> None:
-    """Refuse a pack of another folder or of another input size than `cfg` asks for."""
-    # Through symlinks: the same folder reached by another path is the same source.
-    if os.path.realpath(pack.source) != os.path.realpath(source_dir):
-        raise DataError(f"pack {pack.directory} was made from {pack.source}, but {key} is {source_dir}: "
-                        f"a pack of another source")
-    size = (cfg.data.input_height, cfg.data.input_width)
+def check_input_size(pack: Pack, size: tuple[int, int]) -> None:
+    """Refuse a pack made for another input size, unless it selects the samples a scan for `size` would."""
     packed = pack.input_size
     small = [s for s in pack.samples if s.height < size[0] or s.width < size[1]]
     too_small_excluded = bool(pack.manifest["scan"]["problems"].get("png_too_small"))
-    # Another crop is fine when it selects the same samples a scan for it would select.
     if small or (size != packed and (too_small_excluded or size[0] > packed[0] or size[1] > packed[1])):
         example = f" (e.g. {small[0].record} is {small[0].height}x{small[0].width})" if small else ""
         raise DataError(f"pack {pack.directory} was made for a {packed[0]}x{packed[1]} input, the config asks "
@@ -254,281 +255,61 @@ def check_against_config(pack: Pack, cfg: config_mod.Config, source_dir: str, ke
                         f"input size; re-pack with this config")
 
 
-def open_split_for_config(cfg: config_mod.Config, root: str | os.PathLike, split: str, *, deep: bool = False,
-                          check_source: bool = True) -> tuple[Pack, str]:
-    """One split's pack under `root`, checked against the config and its source folder (stale: refused).
-    Returns the pack and a note ("" or: the source is not here, so staleness was not checked)."""
-    source, key = (cfg.data.train_dir, "data.train_dir") if split == "train" else (cfg.data.val_dir, "data.val_dir")
-    pack = open_pack(split_dir(root, split), deep=deep, split=split)
-    check_against_config(pack, cfg, source, key)
-    if not check_source:
-        return pack, ""
-    if not os.path.isdir(pack.source):
-        return pack, f"source {pack.source} of pack {pack.directory} is not here: not checked for staleness"
-    reason = stale_reason(pack)
-    if reason:
-        raise DataError(reason)
-    return pack, ""
+class Origin(Protocol):
+    """The source a pack is made from, as far as a pack needs it (a FolderSource, for one)."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def location(self) -> str: ...
+
+    def files(self) -> dict[str, list[int]]: ...
 
 
-def config_splits(cfg: config_mod.Config) -> list[str]:
-    """The splits a config reads: train, and val unless the evaluation split is a holdout of train."""
-    return ["train", "val"] if cfg.data.val_dir else ["train"]
+@dataclass(frozen=True)
+class PackSource:
+    """A split read from a pack under `root` (data.packed_dir or its node-local copy), made from
+    `origin` (the config's folder of that split)."""
 
-
-def open_for_config(cfg: config_mod.Config, root: str | os.PathLike, *, deep: bool = False,
-                    check_source: bool = True) -> tuple[dict[str, Pack], list[str]]:
-    """The packs a config needs from `root`, each checked as `open_split_for_config` does, and the notes."""
-    packs: dict[str, Pack] = {}
-    notes: list[str] = []
-    for split in config_splits(cfg):
-        packs[split], note = open_split_for_config(cfg, root, split, deep=deep, check_source=check_source)
-        notes += [note] if note else []
-    return packs, notes
-
-
-def packed_splits(cfg: config_mod.Config, root: str | os.PathLike) -> Splits:
-    """The trainer's splits read from the packs under `root` (packed_dir, or its node-local copy)."""
-    packs, notes = open_for_config(cfg, root)
-    for note in notes:
-        print(f"data: {note}", file=sys.stderr, flush=True)
-    return select_splits(cfg, packs["train"].scan(), packs["val"].scan() if "val" in packs else None)
-
-
-# ---------------------------------------------------------------------------------------------- packing
-
-
-@dataclass
-class PackResult:
     split: str
-    directory: Path
-    source: str
-    found: int
-    packed: int
-    excluded: int
-    bytes: int
-    seconds: float
+    root: str
+    origin: Origin
+    min_size: tuple[int, int]
+    check_source: bool = True  # judge staleness against the source folder (when it is here)
 
+    @property
+    def key(self) -> str:
+        return "data.packed_dir"
 
-def _decode_full(img0: Any, img1: Any, flow_path: Any) -> tuple[Any, Any]:
-    """A whole sample as its record (uint8 [h, w, 14]) and tf.fingerprint, with the PNG path's ops."""
-    import tensorflow as tf
+    @property
+    def location(self) -> str:
+        return str(split_dir(self.root, self.split))
 
-    im0 = tf.io.decode_png(tf.io.read_file(img0), channels=3)
-    im1 = tf.io.decode_png(tf.io.read_file(img1), channels=3)
-    flo_bytes = tf.io.read_file(flow_path)
-    h, w = tf.shape(im0)[0], tf.shape(im0)[1]
-    header = tf.io.decode_raw(tf.strings.substr(flo_bytes, 0, flo.HEADER_BYTES), tf.int32, little_endian=True)
-    found = tf.concat([tf.shape(im1), header, [tf.strings.length(flo_bytes)]], 0)
-    want = tf.concat([tf.shape(im0), [_MAGIC_INT, w, h, flo.HEADER_BYTES + 8 * w * h]], 0)
-    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(tf.equal(found, want)), ["sample mismatch"])]):
-        values = tf.io.decode_raw(tf.strings.substr(flo_bytes, flo.HEADER_BYTES, 8 * w * h), tf.float32,
-                                  little_endian=True)
-    flow = tf.debugging.assert_all_finite(tf.reshape(values, [h, w, 2]), message="non-finite flow values")
-    # The same channel order as the PNG path: [img_0 BGR, img_1 BGR].
-    pair = tf.reverse(tf.concat([im1, im0], axis=-1), axis=[-1])
-    flow_bytes = tf.reshape(tf.bitcast(flow, tf.uint8), [h, w, 8])  # host order: little-endian (checked)
-    record = tf.concat([pair, flow_bytes], axis=-1)
-    return record, tf.fingerprint(tf.reshape(record, [1, -1]))[0]
+    def describe(self) -> str:
+        return f"{self.location} (pack of {self.origin.location})"
 
+    def open(self, *, deep: bool = False) -> tuple[Pack, str]:
+        """The pack, checked against the config and its source folder (stale: refused), and a note
+        ("" or: the source is not here, so staleness was not checked)."""
+        pack = open_pack(split_dir(self.root, self.split), deep=deep, split=self.split)
+        # Through symlinks: the same folder reached by another path is the same source.
+        if os.path.realpath(pack.source) != os.path.realpath(self.origin.location):
+            raise DataError(f"pack {pack.directory} was made from {pack.source}, but {self.origin.key} is "
+                            f"{self.origin.location}: a pack of another source")
+        check_input_size(pack, self.min_size)
+        if not self.check_source:
+            return pack, ""
+        if not os.path.isdir(pack.source):
+            return pack, f"source {pack.source} of pack {pack.directory} is not here: not checked for staleness"
+        reason = stale_reason(pack, self.origin.files())
+        if reason:
+            raise DataError(reason)
+        return pack, ""
 
-class _LogProgress:
-    """Off a terminal (a batch job's log), where a live bar cannot redraw: a line every `every` seconds."""
-
-    def __init__(self, label: str, every: float = 30.0) -> None:
-        self.label, self.every = label, every
-        self.done = self.total = 0
-        self.start_time = self.last = 0.0
-
-    def add_task(self, _: str, total: int) -> int:
-        self.total = total
-        return 0
-
-    def start(self) -> None:
-        self.start_time = self.last = time.perf_counter()
-
-    def advance(self, _: int) -> None:
-        self.done += 1
-        now = time.perf_counter()
-        if now - self.last >= self.every or self.done == self.total:
-            self.last = now
-            rate = self.done / max(now - self.start_time, 1e-9)
-            eta = (self.total - self.done) / max(rate, 1e-9)
-            print(f"{self.label}: {self.done}/{self.total} ({100 * self.done / max(self.total, 1):.1f}%), "
-                  f"{rate:.1f} samples/s, ETA {int(eta) // 60}m {int(eta) % 60:02d}s", flush=True)
-
-    def stop(self) -> None:
-        pass
-
-
-def _progress(label: str) -> Any:
-    if not sys.stdout.isatty():
-        return _LogProgress(label)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), transient=False)
-
-
-def _write_record(path: Path, data: Any) -> tuple[str, int]:
-    with open(path, "wb") as fh:
-        fh.write(data)
-    return hashlib.sha256(data).hexdigest(), int(data.nbytes)
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished pack into place; an older pack there is removed only after the rename."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-    os.rename(tmp, final)
-    if old is not None:
-        shutil.rmtree(old)
-
-
-def pack_split(source_dir: str | os.PathLike, out_dir: str | os.PathLike, split: str, *,
-               input_size: tuple[int, int], parallel: int = 0, progress: bool = True,
-               log: Callable[[str], None] = print) -> PackResult:
-    """Decode every valid sample of `source_dir` once into a pack at `out_dir` (written to a temporary
-    folder beside it, then renamed). Samples that fail to decode are excluded and recorded as the
-    deep scan would record them; a decode failure the deep check cannot explain is an error."""
-    if sys.byteorder != "little":
-        raise DataError("packing needs a little-endian host (records hold little-endian float32)")
-    import tensorflow as tf
-
-    start = time.perf_counter()
-    source = os.path.abspath(source_dir)
-    out = Path(out_dir)
-    files_before = source_files(source) if os.path.isdir(source) else {}
-    scan = scan_split(source, min_size=input_size)
-    samples = scan.valid
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / RECORDS).mkdir(parents=True)
-    try:
-        entries, problems = _pack_samples(tf, samples, tmp, split, parallel=parallel, progress=progress)
-        files_after = source_files(source)
-        if files_after != files_before:
-            raise DataError(f"source {source} changed while it was being packed; pack it again")
-        kinds = {k: list(v) for k, v in scan.problems.items()}
-        details = dict(scan.details)
-        for p in problems:
-            kinds.setdefault(p.kind, []).append(p.path)
-            details.setdefault(p.path, p.detail)
-        manifest = {
-            "format": FORMAT, "version": VERSION, "split": split, "source": source,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "layout": LAYOUT,
-            "bytes_per_pixel": BYTES_PER_PIXEL, "input_size": list(input_size),
-            "scan": {"found": scan.found, "valid": len(entries), "invalid": scan.found - len(entries),
-                     "deep": True, "problems": kinds, "details": details, "files": files_after},
-            "samples": entries,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    total = sum(e["height"] * e["width"] * BYTES_PER_PIXEL for e in entries)
-    return PackResult(split, out, source, scan.found, len(entries), scan.found - len(entries), total,
-                      time.perf_counter() - start)
-
-
-def _pack_samples(tf: Any, samples: list[Sample], tmp: Path, split: str, *, parallel: int,
-                  progress: bool) -> tuple[list[dict[str, Any]], list[Problem]]:
-    n = len(samples)
-    table = (tf.constant([s.img0 for s in samples], tf.string), tf.constant([s.img1 for s in samples], tf.string),
-             tf.constant([s.flow for s in samples], tf.string), tf.range(n, dtype=tf.int64))
-
-    def load(img0, img1, flow_path, pos):
-        record, fingerprint = _decode_full(img0, img1, flow_path)
-        return record, fingerprint, pos
-
-    entries: list[dict[str, Any]] = []
-    problems: list[Problem] = []
-    if not n:
-        return entries, problems
-    ds = tf.data.Dataset.from_tensor_slices(table)
-    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE if parallel == 0 else parallel, deterministic=True)
-    ds = ds.ignore_errors(log_warning=False).prefetch(4)  # a failed sample is a gap in `pos`, diagnosed below
-
-    def failed(index: int) -> None:
-        sample = samples[index]
-        found = check_headers(sample, None) or check_deep(sample)
-        if not found:
-            raise DataError(f"sample {sample.sample_id} of {sample.img0}: TensorFlow cannot decode it but the "
-                            f"deep check finds nothing wrong; not packed")
-        problems.extend(found)
-
-    bar = _progress(f"pack {split}") if progress else None
-    task = bar.add_task("pack", total=n) if bar else None
-    in_flight: deque[tuple[Sample, tuple[int, ...], str, Future[tuple[str, int]]]] = deque()
-
-    def finish_one() -> None:
-        sample, shape, fingerprint, future = in_flight.popleft()
-        digest, size = future.result()
-        entries.append({"id": sample.sample_id, "height": int(shape[0]), "width": int(shape[1]),
-                        "bytes": size, "fingerprint": fingerprint, "sha256": digest})
-        if bar:
-            bar.advance(task)
-
-    expected = 0
-    with ThreadPoolExecutor(max_workers=_IO_WORKERS) as pool:
-        if bar:
-            bar.start()
-        try:
-            for record, fingerprint, pos in ds:
-                index = int(pos)
-                for gap in range(expected, index):
-                    failed(gap)
-                expected = index + 1
-                sample = samples[index]
-                array = record.numpy()
-                path = tmp / RECORDS / (sample.sample_id + RECORD_SUFFIX)
-                in_flight.append((sample, array.shape, bytes(fingerprint.numpy()).hex(),
-                                  pool.submit(_write_record, path, array)))
-                if len(in_flight) > 2 * _IO_WORKERS:  # bounded: records are MBs each
-                    finish_one()
-            for gap in range(expected, n):
-                failed(gap)
-            while in_flight:
-                finish_one()
-        finally:
-            if bar:
-                bar.stop()
-    return entries, problems
-
-
-def pack_config(cfg: config_mod.Config, out: str | os.PathLike | None = None, split: str = "all", *,
-                progress: bool = True, log: Callable[[str], None] = print) -> list[PackResult]:
-    """Pack the splits of a config: train (data.train_dir) and val (data.val_dir, when set)."""
-    root = Path(out if out is not None else cfg.data.packed_dir)
-    if not str(root):
-        raise DataError("no output folder: pass --out DIR or set data.packed_dir")
-    d = cfg.data
-    sources = {"train": d.train_dir}
-    if d.val_dir:
-        sources["val"] = d.val_dir
-    wanted = list(sources) if split == "all" else [split]
-    if split == "val" and not d.val_dir:
-        raise DataError("data.val_dir is empty (the evaluation split is a holdout of data.train_dir): "
-                        "there is no val split to pack")
-    results = []
-    for name in wanted:
-        result = pack_split(sources[name], split_dir(root, name), name, input_size=(d.input_height, d.input_width),
-                            parallel=d.num_parallel_calls, progress=progress, log=log)
-        log(f"pack {name}: {result.packed} of {result.found} samples of {result.source} packed "
-            f"({result.excluded} invalid, not packed), {result.bytes / 1e9:.3f} GB in {result.directory} "
-            f"({result.seconds:.1f} s, {result.packed / max(result.seconds, 1e-9):.1f} samples/s)")
-        results.append(result)
-    return results
+    def scan(self, options: ScanOptions) -> SplitScan:
+        # A pack was decoded and checked when it was made: only a full check checksums every record again.
+        pack, note = self.open(deep=options.deep == "full")
+        scan = pack.scan()
+        scan.notes += [note] if note else []
+        return scan

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
-from edgeflow.data.scan import DataError, Splits, sort_key
+from edgeflow.data.samples import DataError, Splits, sort_key
 
 SPLITS = ("train", "val")
 EXAMPLES = 5

@@ -14,11 +14,10 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from edgeflow import config as config_mod
-from edgeflow.data.pack import MANIFEST, RECORDS, Pack, config_splits, open_pack, split_dir
-from edgeflow.data.scan import DataError
+from edgeflow import jobenv
+from edgeflow.data.pack import MANIFEST, RECORDS, Pack, open_pack, split_dir
+from edgeflow.data.samples import DataError
 
-ENV_VARS = ("SLURM_TMPDIR", "TMPDIR")
 # Room left free beside the copy: a full node-local disk breaks other jobs and the trainer's own temp files.
 RESERVE_FRACTION = 0.02
 _COPY_WORKERS = 8
@@ -26,10 +25,9 @@ _COPY_WORKERS = 8
 
 def local_root() -> tuple[Path, str]:
     """The node-local folder and the variable that named it."""
-    for name in ENV_VARS:
-        value = os.environ.get(name, "")
-        if value:
-            return Path(value), name
+    found = jobenv.node_local_dir()
+    if found is not None:
+        return found
     raise DataError("data.stage_to_local is true but neither SLURM_TMPDIR nor TMPDIR is set: "
                     "no node-local storage to stage the pack to")
 
@@ -91,15 +89,15 @@ def _stage_split(pack: Pack, target: Path, variable: str) -> str:
     return "hard-linked" if link else "copied"
 
 
-def stage_pack(cfg: config_mod.Config) -> Path:
-    """Copy (or hard-link, on the same file system) the packs of data.packed_dir that `cfg` needs to
+def stage_pack(packed_dir: str, splits: list[str]) -> Path:
+    """Copy (or hard-link, on the same file system) the splits of the pack at `packed_dir` to
     node-local storage and return the local root to read them from. DataError when there is no
     node-local folder, the pack is broken, or it does not fit."""
     root, variable = local_root()
-    source = Path(cfg.data.packed_dir).resolve()
+    source = Path(packed_dir).resolve()
     key = hashlib.sha256(str(source).encode()).hexdigest()[:12]
     local = root / "edgeflow-packs" / f"{source.name}-{key}"
-    packs = [open_pack(split_dir(source, split), split=split) for split in config_splits(cfg)]  # all before any copy
+    packs = [open_pack(split_dir(source, split), split=split) for split in splits]  # all before any copy
     for pack in packs:
         split = pack.manifest["split"]
         how = _stage_split(pack, split_dir(local, split), variable)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow.config import ConfigError
-from edgeflow.data.scan import Sample, sort_key
+from edgeflow.data.samples import Sample, sort_key
 from edgeflow.export import vela as vela_mod
 from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run
 from edgeflow.space.arch import format_arch, parse_arch

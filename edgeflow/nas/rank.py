@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from edgeflow.config import ConfigError
-from edgeflow.data.scan import DataError, sort_key
+from edgeflow.data.samples import DataError, sort_key
 from edgeflow.nas import results as results_mod
 from edgeflow.rundir import EventLog, atomic_write_json, read_json, read_run, slurm_job_id
 from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch, parse_arch

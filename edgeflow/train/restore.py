@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgeflow import config as config_mod
 from edgeflow.config import Config, ConfigError
-from edgeflow.data.scan import Splits, resolve_splits
+from edgeflow.data.samples import Splits
+from edgeflow.data.splits import resolve_splits
 from edgeflow.rundir import RunPaths
 from edgeflow.train.checkpoint import CheckpointError, CheckpointStore, Pointer
 
@@ -48,7 +49,7 @@ class RunHandle:
     def splits(self) -> Splits:
         """The run's data splits, scanned on first use (broken samples excluded and named)."""
         if self._splits is None:
-            self._splits = resolve_splits(self.cfg)
+            self._splits = resolve_splits(self.cfg, stage=True)
         return self._splits
 
     @property

@@ -24,7 +24,8 @@ from edgeflow import config as config_mod
 from edgeflow import rundir
 from edgeflow.config import Config
 from edgeflow.data import sampleset
-from edgeflow.data.scan import Splits, check_excluded, excluded_files, resolve_splits
+from edgeflow.data.samples import Splits
+from edgeflow.data.splits import excluded_files, resolve_splits
 from edgeflow.rundir import RunPaths
 from edgeflow.train.checkpoint import CheckpointError, CheckpointStore, Pointer
 from edgeflow.train.signature import check_signature, code_version, signature
@@ -54,13 +55,11 @@ class Plan:
 
 def prepare(cfg: Config) -> Plan | None:
     """Steps 2-6 above, without writing anything. None: nothing left to do."""
-    splits = resolve_splits(cfg)
+    splits = resolve_splits(cfg, stage=True)
     print(f"train_samples={len(splits.train)} ({cfg.data.train_dir}) val_samples={len(splits.val)} "
           f"({splits.val_source})", flush=True)
     for path, kind, detail in excluded_files(splits.train_scan, splits.val_scan):
         print(f"excluded {path}: {kind}: {detail}", flush=True)
-    if cfg.data.format != "packed":
-        check_excluded(cfg, splits.train_scan, splits.val_scan)
     paths = RunPaths(cfg.run_dir)
     previous = read_run_json(paths.run)
     check_signature(previous, cfg, paths.root)

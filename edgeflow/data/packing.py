@@ -1,0 +1,291 @@
+"""Writing packs (`python -m edgeflow pack`): every valid sample of a split decoded once into a record.
+
+The format is edgeflow/data/pack.py's. Decoding uses the very ops of the input pipeline (readers.py),
+so the bytes are those the PNG path would feed the model. Writing is crash-clean and never touches a
+folder edgeflow did not make:
+
+- `<out>/<split>` must be absent, or a pack edgeflow made (its link, or an older pack folder with an
+  edgeflow manifest); anything else there (FlyingChairs2's own `train/`, someone's data) is refused
+  before a byte is written, as is an output folder inside the source folder;
+- a new version is written to a hidden temporary folder beside it, renamed to a hidden version folder
+  when complete, and `<out>/<split>` (a symbolic link) is pointed at it with one atomic rename, so a
+  kill at any moment leaves the old pack or the new one visible, never none;
+- what a killed packer left behind (its temporary folder, a version no link points to) is removed by
+  the next `pack` of that split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from edgeflow import config as config_mod
+from edgeflow import progress
+from edgeflow.data import fc2, readers
+from edgeflow.data.pack import (
+    BYTES_PER_PIXEL,
+    FORMAT,
+    LAYOUT,
+    MANIFEST,
+    RECORD_SUFFIX,
+    RECORDS,
+    TMP_PREFIX,
+    VERSION,
+    VERSION_PREFIX,
+    record_header,
+    split_dir,
+)
+from edgeflow.data.samples import DataError, Problem, Sample, ScanOptions
+from edgeflow.data.splits import folder_sources
+from edgeflow.rundir import atomic_write_text, fsync_dir
+
+_IO_WORKERS = 8  # file writes and sha256 release the GIL
+
+
+@dataclass
+class PackResult:
+    split: str
+    directory: Path
+    source: str
+    found: int
+    packed: int
+    excluded: int
+    bytes: int
+    seconds: float
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _is_our_pack(path: Path, root: Path, split: str) -> bool:
+    """A pack edgeflow made: its link to a hidden version, or an older pack folder with our manifest."""
+    if path.is_symlink():
+        target = os.readlink(path)
+        return (os.sep not in target and target.startswith(VERSION_PREFIX.format(split=split)))
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def check_destination(root: Path, split: str, source: str) -> None:
+    """Refuse (DataError) to write a pack where it would replace or sit inside what is not ours."""
+    final = split_dir(root, split)
+    if _inside(str(root), source) or _inside(source, str(final)):
+        raise DataError(f"pack folder {final} would be inside (or hold) its source {source}; choose an --out "
+                        f"(data.packed_dir) outside the data folders")
+    if os.path.lexists(final) and not _is_our_pack(final, root, split):
+        raise DataError(f"{final} exists and is not a pack made by edgeflow; it is left alone: choose another "
+                        f"--out (data.packed_dir) for the pack, e.g. a new folder beside the data")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(root: Path, split: str) -> list[Path]:
+    """Temporary folders of dead packers and versions no link points to; returns what was removed."""
+    if not root.is_dir():
+        return []
+    final = split_dir(root, split)
+    current = os.readlink(final) if final.is_symlink() else None
+    tmp_prefix, version_prefix = TMP_PREFIX.format(split=split), VERSION_PREFIX.format(split=split)
+    removed = []
+    for entry in root.iterdir():
+        name = entry.name
+        if name.startswith(tmp_prefix):
+            pid = name[len(tmp_prefix):]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                removed.append(entry)
+        elif name.startswith(version_prefix) and name != current and os.path.lexists(final):
+            # Only once the link exists: without it, a version may be the one a killed swap was publishing.
+            removed.append(entry)
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
+
+
+def _publish(tmp: Path, root: Path, split: str) -> None:
+    """Make the finished pack in `tmp` the visible one with an atomic link swap; drop the old version."""
+    final = split_dir(root, split)
+    version = root / f"{VERSION_PREFIX.format(split=split)}{uuid.uuid4().hex[:12]}"
+    os.rename(tmp, version)
+    old_dir = None
+    if os.path.lexists(final) and not final.is_symlink():
+        # An older pack folder (made before packs were linked): it becomes a version, then the link replaces it.
+        old_dir = root / f"{VERSION_PREFIX.format(split=split)}old-{uuid.uuid4().hex[:12]}"
+        os.rename(final, old_dir)
+    old = os.readlink(final) if final.is_symlink() else None
+    link = root / f".{split}.link-{os.getpid()}"
+    if os.path.lexists(link):
+        link.unlink()
+    os.symlink(version.name, link)
+    os.replace(link, final)
+    fsync_dir(root)
+    for stale in (root / old if old else None, old_dir):
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def pack_split(source: fc2.FolderSource, root: str | os.PathLike[str], *, input_size: tuple[int, int],
+               parallel: int = 0, show_progress: bool = True) -> PackResult:
+    """Decode every valid sample of `source` once into a pack at `<root>/<split>`. Samples that fail to
+    decode are excluded and recorded as the deep scan would record them; a decode failure the deep check
+    cannot explain is an error."""
+    if sys.byteorder != "little":
+        raise DataError("packing needs a little-endian host (records hold little-endian float32)")
+    start = time.perf_counter()
+    split = source.split
+    out_root = Path(root)
+    src = os.path.abspath(source.location)
+    check_destination(out_root, split, src)
+    files_before = source.files() if os.path.isdir(src) else {}
+    scan = fc2.scan_split(src, ScanOptions(min_size=input_size))
+    out_root.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_root, split)
+    tmp = out_root / f"{TMP_PREFIX.format(split=split)}{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / RECORDS).mkdir(parents=True)
+    try:
+        entries, problems = _pack_samples(scan.valid, src, tmp, split, parallel=parallel, show_progress=show_progress)
+        files_after = source.files()
+        if files_after != files_before:
+            raise DataError(f"source {src} changed while it was being packed; pack it again")
+        kinds = {k: list(v) for k, v in scan.problems.items()}
+        details = dict(scan.details)
+        for p in problems:
+            kinds.setdefault(p.kind, []).append(p.path)
+            details.setdefault(p.path, p.detail)
+        manifest = {
+            "format": FORMAT, "version": VERSION, "split": split, "source": src, "dataset": "fc2",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "layout": LAYOUT,
+            "bytes_per_pixel": BYTES_PER_PIXEL, "input_size": list(input_size),
+            "scan": {"found": scan.found, "valid": len(entries), "invalid": scan.found - len(entries),
+                     "deep": True, "problems": kinds, "details": details, "files": files_after},
+            "samples": entries,
+        }
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
+        _publish(tmp, out_root, split)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    total = sum(int(e["bytes"]) for e in entries)
+    return PackResult(split, split_dir(out_root, split), src, scan.found, len(entries), scan.found - len(entries),
+                      total, time.perf_counter() - start)
+
+
+def _write_record(path: Path, data: bytes) -> str:
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _pack_samples(samples: list[Sample], source: str, tmp: Path, split: str, *, parallel: int,
+                  show_progress: bool) -> tuple[list[dict[str, Any]], list[Problem]]:
+    n = len(samples)
+    entries: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    if not n:
+        return entries, problems
+    table = (*readers.FILES.columns(samples), tf.range(n, dtype=tf.int64))
+
+    def load(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, pos: tf.Tensor):  # noqa: ANN202
+        record, size = readers.decode_files_whole(img0, img1, flow_path)
+        return record, size, pos
+
+    ds = tf.data.Dataset.from_tensor_slices(table)
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE if parallel == 0 else parallel, deterministic=True)
+    ds = ds.ignore_errors(log_warning=False).prefetch(4)  # a failed sample is a gap in `pos`, diagnosed below
+
+    def failed(index: int) -> None:
+        sample = samples[index]
+        found = fc2.check_headers(sample, None) or fc2.check_deep(sample)
+        if not found:
+            raise DataError(f"sample {sample.sample_id} of {sample.img0}: TensorFlow cannot decode it but the "
+                            f"deep check finds nothing wrong; not packed")
+        problems.extend(found)
+
+    bar = progress.Reporter(f"pack {split}", n, unit="sample", every_seconds=30.0) if show_progress else None
+    in_flight: deque[tuple[Sample, int, int, bytes, Future[str]]] = deque()
+
+    def finish_one() -> None:
+        sample, height, width, data_fp, future = in_flight.popleft()
+        digest = future.result()
+        rel = [os.path.relpath(p, source) for p in (sample.img0, sample.img1, sample.flow)]
+        entries.append({"id": sample.sample_id, "height": height, "width": width, "files": rel,
+                        "bytes": len(record_header(height, width)) + height * width * BYTES_PER_PIXEL,
+                        "fingerprint": data_fp.hex(), "sha256": digest})
+        if bar is not None:
+            bar.update(samples=1)
+
+    expected = 0
+    with ThreadPoolExecutor(max_workers=_IO_WORKERS) as pool:
+        try:
+            for record, size, pos in ds:
+                index = int(pos)
+                for gap in range(expected, index):
+                    failed(gap)
+                expected = index + 1
+                sample = samples[index]
+                height, width = (int(v) for v in size.numpy())
+                data = record_header(height, width) + record.numpy().tobytes()
+                fingerprint = bytes(tf.fingerprint(tf.constant([data]))[0].numpy())
+                path = tmp / RECORDS / (sample.sample_id + RECORD_SUFFIX)
+                in_flight.append((sample, height, width, fingerprint, pool.submit(_write_record, path, data)))
+                if len(in_flight) > 2 * _IO_WORKERS:  # bounded: records are MBs each
+                    finish_one()
+            for gap in range(expected, n):
+                failed(gap)
+            while in_flight:
+                finish_one()
+        finally:
+            if bar is not None:
+                bar.close()
+    return entries, problems
+
+
+def pack_config(cfg: config_mod.Config, out: str | os.PathLike[str] | None = None, split: str = "all", *,
+                show_progress: bool = True, log: Any = print) -> list[PackResult]:
+    """Pack the splits of a config: train (data.train_dir) and val (data.val_dir, when set)."""
+    root = Path(out if out is not None else cfg.data.packed_dir)
+    if not str(root):
+        raise DataError("no output folder: pass --out DIR or set data.packed_dir")
+    sources = {s.split: s for s in folder_sources(cfg)}
+    if split == "val" and "val" not in sources:
+        raise DataError("data.val_dir is empty (the evaluation split is a holdout of data.train_dir): "
+                        "there is no val split to pack")
+    wanted = list(sources) if split == "all" else [split]
+    for name in wanted:  # every destination checked before anything is written
+        check_destination(root, name, os.path.abspath(sources[name].location))
+    results = []
+    d = cfg.data
+    for name in wanted:
+        result = pack_split(sources[name], root, input_size=(d.input_height, d.input_width),
+                            parallel=d.num_parallel_calls, show_progress=show_progress)
+        log(f"pack {name}: {result.packed} of {result.found} samples of {result.source} packed "
+            f"({result.excluded} invalid, not packed), {result.bytes / 1e9:.3f} GB in {result.directory} "
+            f"({result.seconds:.1f} s, {result.packed / max(result.seconds, 1e-9):.1f} samples/s)")
+        results.append(result)
+    return results
