@@ -67,6 +67,6 @@ def main() -> None:
 
         summaries = Summaries(Path(tmp) / "tb")
         event = next(e for e in rundir.read_events(run / rundir.EVENTS_FILE) if e["event"] == "eval")
-        per_epoch = _per_call(lambda: summaries.evaluation(event), 50)
+        per_epoch = _per_call(lambda: summaries.write("eval", event), 50)
         summaries.close()
         print(f"TensorBoard summaries of one evaluation (12 archs): {per_epoch * 1e3:.1f} ms per epoch")

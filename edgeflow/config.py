@@ -11,6 +11,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,22 +37,35 @@ def is_test_split_name(path: str) -> bool:
 
 # Names that become a folder, a file name or a Prometheus label (experiment, sweep, profile names):
 # no '/', no '.' or '..', no leading dot (hidden from `monitor --root`), no spaces, newlines or ':'.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# `\Z`, not `$`: `$` also matches before a final newline ("name\n" from a YAML `|` block).
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+
+
+# What an error message shows of a value: enough to recognise it, never a whole 10 MB string.
+SHOWN_CHARS = 80
+
+
+def shown(value: Any) -> str:
+    """repr(value), cut to SHOWN_CHARS characters with the full length said."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 def check_name(value: str, key: str) -> None:
     """Refuse a name that is not SAFE_NAME, naming the dotted key."""
     if not SAFE_NAME.match(value) or set(value) == {"."}:
         raise ConfigError(f"{key}: must be a non-empty name of at most 128 letters, digits, '_', '-' or '.' "
-                          f"(not starting with '.' or '-'), got {value!r}")
+                          f"(not starting with '.' or '-'), got {shown(value)}")
 
 
 # A decimal float literal as people write it (no nan/inf, no underscores): what `_coerce` accepts as a
 # number when YAML left it a string.
-FLOAT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+FLOAT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
 
 
-# eval.bn_mode: how evaluation treats batch norm (docs/import.md).
+# eval.bn_mode: how evaluation treats batch norm (docs/training.md).
 BN_MODES = ("recalibrate", "batch_stats")
 
 
@@ -112,7 +126,7 @@ def compute_precision(mixed_precision: bool | str) -> str:
         return PRECISIONS[mixed_precision]
     except (KeyError, TypeError):
         raise ConfigError(f"train.mixed_precision: must be false, float16 (or true) or bfloat16, "
-                          f"got {mixed_precision!r}") from None
+                          f"got {shown(mixed_precision)}") from None
 
 
 @dataclass
@@ -120,7 +134,6 @@ class TrainConfig:
     num_epochs: int = 200
     batch_size: int = 32
     micro_batch_size: int = 0  # 0: the whole batch at once
-    archs_per_step: int = 3
     lr: float = 1e-4
     lr_schedule: str = "cosine"
     adam_beta1: float = 0.9
@@ -203,40 +216,50 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {shown(value)}")
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {shown(value)}")
         return value
     if tp is float:
         if isinstance(value, str) and FLOAT_LITERAL.match(value.strip()):
             # YAML 1.1 reads `1e-4` (no dot in the mantissa) as a string; it is the number it looks like.
             value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}")
         if not math.isfinite(value):
             # .inf/.nan pass every `>= 0` check below and poison the run later.
-            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
+            raise ConfigError(f"{key}: must be a finite number, got {shown(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
             # YAML reads 000021222 as a number (and 012012012 as octal): arch codes must be quoted.
             hint = " (quote it in YAML, e.g. '000021222')" if isinstance(value, int) else ""
-            raise ConfigError(f"{key}: expected a string, got {value!r}{hint}")
+            raise ConfigError(f"{key}: expected a string, got {shown(value)}{hint}")
         return value
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")
 
 
-def build_section(cls: type, raw: Any, prefix: str) -> Any:
+def build_section(cls: type, raw: Any, prefix: str, problems: list[ConfigError] | None = None) -> Any:
+    """The dataclass `cls` from a raw mapping, every value checked against its annotation.
+
+    With `problems`, every unknown key and wrong type is appended there (the field keeps its default)
+    so that all of them can be reported at once; without, the first raises."""
+    def fail(exc: ConfigError) -> None:
+        if problems is None:
+            raise exc
+        problems.append(exc)
+
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}")
+        fail(ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(raw).__name__}"))
+        return cls()
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
@@ -244,18 +267,26 @@ def build_section(cls: type, raw: Any, prefix: str) -> Any:
             where = f"{prefix}.{key}" if prefix else str(key)
             close = [n for n in names if _similar(str(key), n)]
             hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key{hint}; known keys: {', '.join(sorted(names))}")
+            fail(ConfigError(f"{shown_key(where)}: unknown key{hint}; known keys: {', '.join(sorted(names))}"))
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in raw:
             continue
         key = f"{prefix}.{f.name}" if prefix else f.name
         tp = hints[f.name]
-        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-            kwargs[f.name] = build_section(tp, raw[f.name], key)
-        else:
-            kwargs[f.name] = _coerce(raw[f.name], tp, key)
+        try:
+            if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+                kwargs[f.name] = build_section(tp, raw[f.name], key, problems)
+            else:
+                kwargs[f.name] = _coerce(raw[f.name], tp, key)
+        except ConfigError as exc:
+            fail(exc)
     return cls(**kwargs)
+
+
+def shown_key(key: str) -> str:
+    """A dotted key for a message (a key is user input too: a 10 MB key is cut like a value)."""
+    return key if len(key) <= SHOWN_CHARS else shown(key)
 
 
 def _similar(a: str, b: str) -> bool:
@@ -280,9 +311,27 @@ def require(ok: bool, key: str, message: str) -> None:
 
 
 def validate(cfg: Config) -> Config:
-    """Reject impossible values; returns cfg so it can be chained."""
+    """Reject impossible values, all of them at once (one ConfigError listing each); returns cfg."""
+    raise_all(value_problems(cfg))
+    return cfg
+
+
+def value_problems(cfg: Config) -> list[ConfigError]:
+    """Every impossible value of a config whose keys and types are right."""
+    problems: list[ConfigError] = []
+
+    def require(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            problems.append(ConfigError(f"{key}: {message}"))
+
+    def name(value: str, key: str) -> None:
+        try:
+            check_name(value, key)
+        except ConfigError as exc:
+            problems.append(exc)
+
     r, d, t, e, c = cfg.runtime, cfg.data, cfg.train, cfg.eval, cfg.checkpoint
-    check_name(r.experiment_name, "runtime.experiment_name")
+    name(r.experiment_name, "runtime.experiment_name")
     require(bool(r.output_root), "runtime.output_root", "must not be empty")
     require(r.seed >= 0, "runtime.seed", f"must be >= 0, got {r.seed}")
     require(r.heartbeat_seconds > 0, "runtime.heartbeat_seconds", f"must be > 0, got {r.heartbeat_seconds}")
@@ -296,7 +345,7 @@ def validate(cfg: Config) -> Config:
     require(d.holdout_samples >= 0, "data.holdout_samples", f"must be >= 0, got {d.holdout_samples}")
     if d.val_dir:
         require(not is_test_split_name(d.val_dir), "data.val_dir",
-                 f"{d.val_dir!r} is named like a test split; a test set is never used for selection")
+                 f"{shown(d.val_dir)} is named like a test split; a test set is never used for selection")
     require(d.input_height >= 16 and d.input_width >= 16, "data.input_height",
              f"input must be at least 16x16, got {d.input_height}x{d.input_width}")
     require(d.input_height % 2 == 0 and d.input_width % 2 == 0, "data.input_height",
@@ -304,11 +353,11 @@ def validate(cfg: Config) -> Config:
     require(d.flow_clip > 0, "data.flow_clip", f"must be > 0, got {d.flow_clip}")
     require(d.num_parallel_calls >= 0, "data.num_parallel_calls", "must be >= 0 (0 = autotune)")
     require(d.prefetch_batches >= 0, "data.prefetch_batches", "must be >= 0 (0 = autotune)")
-    require(d.format in ("png", "packed"), "data.format", f"must be 'png' or 'packed', got {d.format!r}")
+    require(d.format in ("png", "packed"), "data.format", f"must be 'png' or 'packed', got {shown(d.format)}")
     require(d.format != "packed" or bool(d.packed_dir), "data.packed_dir",
             "must name the pack's folder when data.format is 'packed' (make it with `python -m edgeflow pack`)")
     require(d.preflight_deep in PREFLIGHT_DEEP_MODES, "data.preflight_deep",
-            f"must be one of {', '.join(PREFLIGHT_DEEP_MODES)}, got {d.preflight_deep!r}")
+            f"must be one of {', '.join(PREFLIGHT_DEEP_MODES)}, got {shown(d.preflight_deep)}")
     require(d.preflight_sample >= 1, "data.preflight_sample", f"must be >= 1, got {d.preflight_sample}")
     require(d.allow_excluded_samples >= 0, "data.allow_excluded_samples",
             f"must be >= 0, got {d.allow_excluded_samples}")
@@ -320,11 +369,9 @@ def validate(cfg: Config) -> Config:
     require(t.micro_batch_size >= 0, "train.micro_batch_size", f"must be >= 0, got {t.micro_batch_size}")
     require(t.micro_batch_size == 0 or t.batch_size % t.micro_batch_size == 0, "train.micro_batch_size",
              f"{t.micro_batch_size} does not divide train.batch_size {t.batch_size}")
-    require(t.archs_per_step == 3, "train.archs_per_step",
-             f"strict fairness over 3 options needs exactly 3 archs per step, got {t.archs_per_step}")
     require(t.lr > 0 and math.isfinite(t.lr), "train.lr", f"must be a positive number, got {t.lr}")
     require(t.lr_schedule in ("cosine", "constant"), "train.lr_schedule",
-             f"must be 'cosine' or 'constant', got {t.lr_schedule!r}")
+             f"must be 'cosine' or 'constant', got {shown(t.lr_schedule)}")
     require(0 <= t.adam_beta1 < 1, "train.adam_beta1", f"must be in [0, 1), got {t.adam_beta1}")
     require(0 <= t.adam_beta2 < 1, "train.adam_beta2", f"must be in [0, 1), got {t.adam_beta2}")
     require(t.adam_epsilon > 0, "train.adam_epsilon", f"must be > 0, got {t.adam_epsilon}")
@@ -333,11 +380,11 @@ def validate(cfg: Config) -> Config:
              f"must be > 0, got {t.grad_clip_global_norm}")
     require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", f"must be >= 1, got {t.max_nonfinite_steps}")
     require(t.mixed_precision in PRECISIONS, "train.mixed_precision",
-            f"must be false, float16 (or true) or bfloat16, got {t.mixed_precision!r}")
+            f"must be false, float16 (or true) or bfloat16, got {shown(t.mixed_precision)}")
     require(t.distribute in ("none", "mirrored", "multi_worker", "auto"), "train.distribute",
-            f"must be none, mirrored, multi_worker or auto, got {t.distribute!r}")
+            f"must be none, mirrored, multi_worker or auto, got {shown(t.distribute)}")
     require(t.distribute_mode in ("arch_parallel", "data_parallel"), "train.distribute_mode",
-            f"must be arch_parallel or data_parallel, got {t.distribute_mode!r}")
+            f"must be arch_parallel or data_parallel, got {shown(t.distribute_mode)}")
     require(t.worker_timeout_s > 0, "train.worker_timeout_s", f"must be > 0, got {t.worker_timeout_s}")
     require(not t.sync_batch_norm or t.distribute_mode == "data_parallel", "train.sync_batch_norm",
             "only applies to train.distribute_mode: data_parallel (arch_parallel replicas see the whole batch)")
@@ -351,45 +398,85 @@ def validate(cfg: Config) -> Config:
     require(len(e.pool) >= 1, "eval.pool", "must list at least one arch code")
     for i, code in enumerate(e.pool):
         require(len(code) == 9 and set(code) <= set("012"), f"eval.pool[{i}]",
-                 f"arch code must be 9 digits in 0-2, got {code!r}")
+                 f"arch code must be 9 digits in 0-2, got {shown(code)}")
     require(len(set(e.pool)) == len(e.pool), "eval.pool", "lists an arch code twice")
     require(e.early_stop_patience >= 1, "eval.early_stop_patience", f"must be >= 1, got {e.early_stop_patience}")
     require(e.min_delta >= 0, "eval.min_delta", f"must be >= 0, got {e.min_delta}")
     require(e.min_epochs_before_early_stop >= 0, "eval.min_epochs_before_early_stop", "must be >= 0")
-    require(e.bn_mode in BN_MODES, "eval.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {e.bn_mode!r}")
+    require(e.bn_mode in BN_MODES, "eval.bn_mode", f"must be one of {', '.join(BN_MODES)}, got {shown(e.bn_mode)}")
 
     require(c.resume_checkpoint in ("latest", "best"), "checkpoint.resume_checkpoint",
-             f"must be 'latest' or 'best', got {c.resume_checkpoint!r}")
+             f"must be 'latest' or 'best', got {shown(c.resume_checkpoint)}")
     if c.resume_experiment_name:
-        check_name(c.resume_experiment_name, "checkpoint.resume_experiment_name")
+        name(c.resume_experiment_name, "checkpoint.resume_experiment_name")
     require(c.resume_experiment_name != r.experiment_name, "checkpoint.resume_experiment_name",
              "names this experiment itself; leave it empty to resume in place")
     require(not (c.init_from and c.resume_experiment_name), "checkpoint.init_from",
             "and checkpoint.resume_experiment_name both name a warm-start source; set only one")
     require(c.init_from.strip() == c.init_from, "checkpoint.init_from",
-            f"has leading or trailing spaces: {c.init_from!r}")
+            f"has leading or trailing spaces: {shown(c.init_from)}")
+    return problems
+
+
+def raise_all(problems: list[ConfigError], blame: Callable[[str], str] | None = None) -> None:
+    """Raise one ConfigError for all `problems` (nothing when empty), each line prefixed by its source
+    when `blame` says which (the config file, or the --set that brought the key)."""
+    if not problems:
+        return
+    lines = [f"{blame(str(p))}{p}" if blame else str(p) for p in problems]
+    if len(lines) == 1:
+        raise ConfigError(lines[0])
+    raise ConfigError(f"{len(lines)} problems:\n  " + "\n  ".join(lines))
+
+
+def from_dict(raw: Any, blame: Callable[[str], str] | None = None) -> Config:
+    """A validated Config from a raw mapping: every unknown key and wrong type reported at once, then
+    (when there was none) every impossible value at once; `blame` prefixes each line with its source."""
+    check_size(raw)
+    problems: list[ConfigError] = []
+    cfg = build_section(Config, raw, "", problems)
+    raise_all(problems, blame)
+    raise_all(value_problems(cfg), blame)
     return cfg
-
-
-def from_dict(raw: Any) -> Config:
-    return validate(build_section(Config, raw, ""))
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# A config is a few hundred values; far more means a runaway file or an alias bomb (YAML anchors that
+# expand exponentially), which must cost neither minutes nor gigabytes to refuse.
+MAX_VALUES = 100_000
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def check_size(raw: Any) -> None:
+    """Refuse a config whose values, aliases expanded, number more than MAX_VALUES (ConfigError)."""
+    count, stack = 0, [raw]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"config: more than {MAX_VALUES} values once its YAML aliases are expanded: "
+                              f"not a config (an alias bomb or a runaway file)")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+            count += len(node)
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings to a raw config mapping; values are parsed as YAML."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"--set {shown(item)}: expected key=value")
         key, _, text = item.partition("=")
         key = key.strip()
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{key}: cannot parse value {text!r}: {exc}") from None
+            raise ConfigError(f"{key}: cannot parse value {shown(text)}: {exc}") from None
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -417,7 +504,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key; the base class reports it
                 break
             if first is not None:
-                raise DuplicateKeyError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                raise DuplicateKeyError(f"duplicate key {shown(key)} at line {key_node.start_mark.line + 1} "
                                         f"(first given at line {first})")
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
@@ -429,9 +516,15 @@ UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, 
 def read_mapping(path: Path, what: str = "config", error: type[ConfigError] = ConfigError) -> dict[str, Any]:
     """Read a YAML file whose top level is a mapping (empty file: {}); errors name `what` and the path."""
     try:
-        text = path.read_text()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        text = data.decode()
     except OSError as exc:
         raise error(f"{what} {path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise error(f"{what} {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config")
     try:
         raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -446,13 +539,30 @@ def read_mapping(path: Path, what: str = "config", error: type[ConfigError] = Co
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Load, override and validate a config file. Raises ConfigError naming the file and key."""
+    """Load, override and validate a config file. Raises ConfigError listing every problem, each blamed
+    on where it came from: the file, or the --set that brought the key."""
     path = Path(path)
     raw = read_mapping(path)
+    overrides = list(overrides or [])
     try:
-        return from_dict(apply_overrides(raw, overrides or []))
+        raw = apply_overrides(raw, overrides)
     except ConfigError as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+        raise ConfigError(f"--set: {exc}") from None
+    set_keys = {item.partition("=")[0].strip(): item for item in overrides}
+
+    def blame(message: str) -> str:
+        key = message.split(":", 1)[0].split("[", 1)[0]
+        for set_key, item in set_keys.items():
+            if key == set_key or key.startswith(set_key + ".") or set_key.startswith(key + "."):
+                return f"--set {shown(item) if len(item) > SHOWN_CHARS else item}: "
+        return f"config {path}: "
+
+    try:
+        return from_dict(raw, blame)
+    except ConfigError as exc:
+        if str(exc).startswith("config:"):  # check_size: the file as a whole
+            raise ConfigError(f"config {path}{str(exc).removeprefix('config')}") from None
+        raise
 
 
 def dump(cfg: Config) -> str:

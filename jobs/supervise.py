@@ -28,7 +28,7 @@ from submitit.core.utils import UncompletedJobError
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from edgeflow import config as efconfig
-from edgeflow import rundir
+from edgeflow import jobenv, rundir
 from edgeflow.console import console_logger
 from edgeflow.rundir import RunPaths, last_event
 
@@ -53,11 +53,7 @@ class _TrainerEnded(Exception):
 
 
 def _job_id() -> str | None:
-    jid = rundir.slurm_job_id()
-    if jid:
-        return jid
-    local = os.environ.get("SUBMITIT_LOCAL_JOB_ID")
-    return f"local-{local}" if local else None
+    return jobenv.job_id()
 
 
 def _task_rank() -> int:

@@ -48,7 +48,6 @@ def test_eval_pool_covers_every_option_of_every_block() -> None:
         ({"train": {"mixed_precision": 16}}, "train.mixed_precision: expected a string"),
         ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1"),
         ({"train": {"batch_size": 32, "micro_batch_size": 5}}, "train.micro_batch_size: 5 does not divide"),
-        ({"train": {"archs_per_step": 2}}, "train.archs_per_step"),
         ({"eval": {"bn_recal_batches": 0}}, "eval.bn_recal_batches: must be >= 1"),
         ({"eval": {"pool": ["00000000x"]}}, "eval.pool[0]: arch code must be 9 digits"),
         ({"eval": {"pool": "000000000"}}, "eval.pool: expected a list"),

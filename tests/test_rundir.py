@@ -66,17 +66,6 @@ def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     assert malformed == 3 and consumed == len(data)
 
 
-def test_slurm_job_id_prefers_array_form(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID", "EDGEFLOW_JOB_ID"):
-        monkeypatch.delenv(var, raising=False)
-    assert rundir.slurm_job_id() is None
-    monkeypatch.setenv("SLURM_JOB_ID", "42")
-    assert rundir.slurm_job_id() == "42"
-    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "40")
-    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
-    assert rundir.slurm_job_id() == "40_1"
-
-
 def test_writer_checks_the_schema_and_orders_fields(tmp_path: Path) -> None:
     log = rundir.EventLog(tmp_path / "events.jsonl", "exp")
     with pytest.raises(rundir.EventSchemaError, match=r"checkpoint event is missing fields \['path'\]"):
@@ -131,3 +120,18 @@ def test_exit_codes_and_statuses_agree() -> None:
     codes = [rundir.EXIT_OK, rundir.EXIT_FAILED, rundir.EXIT_BAD_INPUT, rundir.EXIT_DIVERGED,
              rundir.EXIT_DATA_ERROR, rundir.EXIT_SUBMIT_FAILED, rundir.EXIT_PREEMPTED]
     assert len(set(codes)) == len(codes) and set(codes) == set(rundir.EXIT_CODE_MEANING)
+
+
+def test_numbers_a_reader_meets_never_raise() -> None:
+    # A 400-digit integer in any event line must not stop a reader (the sidecar, `jobs status`).
+    assert rundir.as_float(10**400) == float("inf") and rundir.as_float(-(10**400)) == float("-inf")
+    assert rundir.as_float("9" * 100) is None and rundir.as_float("nan") != rundir.as_float("nan")
+    assert rundir.as_float({"x": 1}) is None and rundir.as_float(True) is None
+
+
+def test_last_event_survives_any_time_field(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"event": "run_end", "time": ' + "9" * 400 + ', "status": "failed", "reason": "x"}\n'
+                    '{"event": "run_end", "time": "soon", "status": "completed", "reason": "y"}\n')
+    assert rundir.last_event(path, "run_end")["reason"] == "y"
+    assert rundir.last_event(path, "run_end", since=1.0) is None

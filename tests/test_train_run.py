@@ -191,7 +191,10 @@ def test_warm_start_takes_weights_only_from_another_run(finished_run, tmp_path: 
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = list(read_events(out / "warm" / "events.jsonl"))
     start = events[0]
-    assert start["warm_start_from"] == "full" and "/full/checkpoints/latest-" in start["resumed_from"]
+    # resume_experiment_name is init_from of <output_root>/<name>: one warm start, recorded one way.
+    assert start["warm_start_from"] == str(run.resolve()) and "/full/checkpoints/latest-" in start["resumed_from"]
+    assert start["init_from"]["key"] == "checkpoint.resume_experiment_name"
+    assert json.loads((out / "warm" / "run.json").read_text())["init_from"]["run"] == str(run.resolve())
     assert start["start_epoch"] == 1
     state = json.loads((out / "warm" / "state.json").read_text())
     assert state["step"] == 6  # a fresh schedule and step count, not the source's

@@ -1,7 +1,7 @@
 """`python -m edgeflow import-v1 --checkpoint PREFIX [--config CFG] --out RUN_DIR`: bring an old supernet.
 
 Reads a checkpoint of the original TF1-style trainer and writes an edgeflow run directory holding the
-same weights (docs/import.md). The work is edgeflow/v1import/; nothing is written on a refusal.
+same weights (docs/training.md). The work is edgeflow/v1import/; nothing is written on a refusal.
 """
 
 from __future__ import annotations

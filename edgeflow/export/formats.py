@@ -25,7 +25,6 @@ from edgeflow.export.subnet import Subnet
 
 SERVING = "serving_default"
 NORMALIZED = "normalized"
-OUTPUT_NAMES = ("flow", "uncertainty")
 
 
 class ServingModule(tf.Module):

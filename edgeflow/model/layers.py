@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
+from edgeflow.space.table import KERNEL_OPTIONS
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
@@ -205,11 +207,9 @@ class DepthChoice(tf.Module):
 class KernelChoice(tf.Module):
     """Three convs (3x3, 5x5, 7x7), each with its own weights; the option picks one."""
 
-    KERNELS = (3, 5, 7)
-
     def __init__(self, cin: int, cout: int, *, seed: int, name: str) -> None:
         super().__init__(name=_module_name(name))
-        self.convs = [Conv2D(cin, cout, k, seed=seed, name=f"{name}/k{k}") for k in self.KERNELS]
+        self.convs = [Conv2D(cin, cout, k, seed=seed, name=f"{name}/k{k}") for k in KERNEL_OPTIONS]
 
     def branch_modules(self, option: int) -> list[tf.Module]:
         return [self.convs[option]]

@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,15 +28,18 @@ from typing import Any
 
 import numpy as np
 
+from edgeflow import jobenv
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import DataError, sort_key
 from edgeflow.nas import results as results_mod
-from edgeflow.rundir import EventLog, atomic_write_json, read_json, read_run, slurm_job_id
+from edgeflow.progress import Reporter
+from edgeflow.rundir import EventLog, atomic_write_json, read_json, read_run
 from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch, parse_arch
-from edgeflow.space.cost import arch_info
-from edgeflow.space.latency import latency_ms
+from edgeflow.space.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
+from edgeflow.space.latency import LATENCY_CONVENTION, latency_ms
 from edgeflow.train.checkpoint import CheckpointError
 from edgeflow.train.restore import RunHandle, build_supernet, open_run
+from edgeflow.train.signals import StopFlag
 from edgeflow.train.signature import SignatureMismatch, check_signature
 
 RANK_DIR = "rank"
@@ -370,32 +371,12 @@ def front_size(rows: Sequence[dict[str, Any]], cost: str = "flops") -> int:
 
 
 def writer_id() -> str:
-    return slurm_job_id() or f"pid-{os.getpid()}"
+    return jobenv.job_id() or f"pid-{os.getpid()}"
 
 
 def array_job_id() -> str | None:
     """The job id every element of an array shares (the monitor's job_id label stays put)."""
-    return os.environ.get("SLURM_ARRAY_JOB_ID") or slurm_job_id()
-
-
-class StopFlag:
-    """SIGTERM/SIGUSR2 ask to stop after the current arch (the launcher then requeues)."""
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        for signum in (signal.SIGTERM, signal.SIGUSR2):
-            self._previous[signum] = signal.signal(signum, self._set)
-        return self
-
-    def _set(self, signum: int, frame: Any) -> None:
-        self.signal = signal.Signals(signum).name
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+    return jobenv.array_job_id()
 
 
 @dataclass
@@ -419,26 +400,6 @@ class ProgressLog:
 
 def progress_log(folder: Path, experiment: str) -> EventLog:
     return EventLog(folder / EVENTS_FILE, experiment, array_job_id())
-
-
-def progress_bar(total: int, label: str) -> Any:
-    """A rich progress bar with an ETA on a terminal; None in a batch log (one line per arch instead)."""
-    if not sys.stderr.isatty():
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[last]}"), transient=False)
-    bar.start()
-    bar.add_task(label, total=total, last="")
-    return bar
 
 
 @dataclass
@@ -465,7 +426,8 @@ def run(plan: Plan, *, log: Callable[[str], None] | None = None) -> Outcome:
     try:
         with StopFlag() as stop:
             if evaluate is not None:
-                bar = progress_bar(len(plan.todo), f"rank {plan.name}")
+                bar = Reporter(f"rank {plan.name}", len(plan.todo), unit="arch", every_seconds=0.0,
+                               stream=sys.stderr)
                 started = time.perf_counter()
                 selected_codes = set(plan.codes)
                 tail = results_mod.Tail(plan.results_csv, plan.key)
@@ -478,14 +440,10 @@ def run(plan: Plan, *, log: Callable[[str], None] | None = None) -> Outcome:
                     rows.update({r["code"]: r for r in tail.read() if r["code"] in selected_codes})
                     rate = 60.0 * i / max(time.perf_counter() - started, 1e-9)
                     progress.emit(list(rows.values()), archs_per_minute=rate)
-                    if bar is not None:
-                        bar.update(bar.task_ids[0], advance=1, last=f"{code} EPE {row['epe_mean']:.4f}")
-                    else:
-                        eta = (len(plan.todo) - i) / rate if rate > 0 else math.inf
-                        log(f"[{i}/{len(plan.todo)}] {code} EPE {row['epe_mean']:.4f} "
-                            f"({rate:.1f} archs/min, eta {eta:.1f} min)")
-                    if stop.signal:
-                        stopped = stop.signal
+                    bar.label = f"rank {plan.name}: {code}"
+                    bar.update(epe=row["epe_mean"])
+                    if stop.requested:
+                        stopped = stop.name
                         break
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt):
@@ -493,7 +451,7 @@ def run(plan: Plan, *, log: Callable[[str], None] | None = None) -> Outcome:
         raise
     finally:
         if bar is not None:
-            bar.stop()
+            bar.close()
     final = results_mod.read_many([plan.results_csv], plan.key)
     selected = {c: final[c] for c in plan.codes if c in final}
     write_summary(plan, selected)
@@ -511,7 +469,10 @@ def write_summary(plan: Plan, rows: dict[str, dict[str, Any]]) -> None:
     ranked = sorted(rows.values(), key=lambda r: (r["epe_mean"], r["code"]))
     atomic_write_json(plan.folder / results_mod.RESULTS_JSON, {
         "run": str(plan.run.paths.root), "name": plan.name, **plan.key_record,
-        "epe_statistics": EPE_STATISTICS, "selected": len(plan.codes), "evaluated": len(ranked),
+        "epe_statistics": EPE_STATISTICS, "cost_conventions": {"flops": FLOPS_CONVENTION,
+                                                               "params": PARAMS_CONVENTION,
+                                                               "latency_ms": LATENCY_CONVENTION},
+        "selected": len(plan.codes), "evaluated": len(ranked),
         "results": [{k: r[k] for k in results_mod.COLUMNS if k in r} for r in ranked],
     })
 

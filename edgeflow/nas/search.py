@@ -34,6 +34,7 @@ from edgeflow.nas import rank as rank_mod
 from edgeflow.nas import results as results_mod
 from edgeflow.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch
+from edgeflow.train.signals import StopFlag
 
 SEARCH_DIR = "search"
 STATE_FILE = "search_state.json"  # not state.json: the monitor reads that as a trainer's state
@@ -252,7 +253,7 @@ def run(plan: SearchPlan, *, log: Callable[[str], None] | None = None) -> Search
     progress.emit([], generation=0, new_evaluations=0)
     stopped = None
     try:
-        with rank_mod.StopFlag() as stop:
+        with StopFlag() as stop:
             while algo.has_next():
                 pop = algo.ask()
                 F, G = objectives_fn(pop.get("X"))
@@ -264,8 +265,8 @@ def run(plan: SearchPlan, *, log: Callable[[str], None] | None = None) -> Search
                 write_state(plan, state, complete=False, new=objectives_fn.new)
                 progress.emit(list(objectives_fn.visited.values()), generation=state["generation"],
                               new_evaluations=objectives_fn.new)
-                if stop.signal:
-                    stopped = stop.signal
+                if stop.requested:
+                    stopped = stop.name
                     break
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt):

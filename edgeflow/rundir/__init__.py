@@ -39,20 +39,20 @@ from edgeflow.rundir.events import (
     read_events,
 )
 from edgeflow.rundir.jsonsafe import as_float, clean_text, json_safe, to_json
+from edgeflow.rundir.lock import RunLock, RunLocked
 from edgeflow.rundir.metrics_file import METRICS_COLUMNS, metrics_csv, metrics_rows
 from edgeflow.rundir.paths import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     EVENTS_FILE,
     JOBS_DIR,
-    LOG_FILE,
     METRICS_FILE,
     RUN_FILE,
     STATE_FILE,
     TENSORBOARD_DIR,
     RunPaths,
+    foreign_folder,
     hostname,
-    slurm_job_id,
 )
 from edgeflow.rundir.runfiles import (
     RUN_FIELDS,
@@ -68,12 +68,13 @@ from edgeflow.rundir.runfiles import (
 __all__ = [
     "CHECKPOINT_DIR", "CONFIG_FILE", "END_STATUSES", "EVENTS_FILE", "EVENT_FIELDS", "EVENT_TYPES",
     "EXIT_BAD_INPUT", "EXIT_CODE_MEANING", "EXIT_DATA_ERROR", "EXIT_DIVERGED", "EXIT_FAILED", "EXIT_OK",
-    "EXIT_PREEMPTED", "EXIT_SUBMIT_FAILED", "JOBS_DIR", "LOG_FILE", "METRICS_COLUMNS", "METRICS_FILE",
+    "EXIT_PREEMPTED", "EXIT_SUBMIT_FAILED", "JOBS_DIR", "METRICS_COLUMNS", "METRICS_FILE",
     "REQUEUE_EXIT_CODES",
     "RUN_FIELDS", "RUN_FILE", "RUN_STATUSES", "STATE_FIELDS", "STATE_FILE", "STATUS_EXIT_CODE",
-    "TENSORBOARD_DIR", "EventLog", "EventSchemaError", "NullEventLog", "RunPaths", "as_float", "atomic_write_bytes",
+    "TENSORBOARD_DIR", "EventLog", "RunLock", "RunLocked", "EventSchemaError",
+    "NullEventLog", "RunPaths", "as_float", "atomic_write_bytes",
     "atomic_write_json", "atomic_write_text", "clean_text", "fsync_dir", "fsync_file", "hostname",
     "json_safe", "last_event", "metrics_csv", "metrics_rows", "parse_event_line", "parse_event_lines",
-    "read_events", "read_json", "read_run", "read_state", "record_end", "slurm_job_id", "to_json",
+    "read_events", "read_json", "read_run", "read_state", "record_end", "foreign_folder", "to_json",
     "update_run", "write_run_start", "write_state",
 ]

@@ -8,13 +8,14 @@ fields, skip (and count) malformed lines once each, and leave a partial last lin
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from edgeflow.rundir.jsonsafe import to_json
+from edgeflow.rundir.jsonsafe import as_float, to_json
 
 # The fields each event must carry beyond the common ones. Extras written today:
 #   run_start: zero_flow_epe, warm_start_from, init_from, early_stop_reset, previous_num_epochs,
@@ -164,7 +165,5 @@ def last_event(path: str | Path, kind: str, since: float = 0.0) -> dict[str, Any
 
 
 def _time(ev: dict[str, Any]) -> float:
-    try:
-        return float(ev.get("time", 0.0))
-    except (TypeError, ValueError):
-        return 0.0
+    value = as_float(ev.get("time"))
+    return value if value is not None and math.isfinite(value) else 0.0

@@ -41,12 +41,20 @@ def to_json(obj: Any, **kwargs: Any) -> str:
 
 
 def as_float(value: Any) -> float | None:
-    """A numeric field as float: numbers as they are, "nan"/"inf"/"-inf" strings back to floats."""
+    """A numeric field as float: numbers as they are, "nan"/"inf"/"-inf" strings back to floats. Never
+    raises: an integer too large for a float is +-inf (as JSON's 1e400 reads), anything else None."""
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
+    if isinstance(value, int):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, float):
+        return value
     if isinstance(value, str):
+        if len(value) > 64:  # no number people write is longer; int("9" * 10**6) would be slow
+            return None
         try:
             return float(value)
         except ValueError:

@@ -7,12 +7,9 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-METRICS_COLUMNS = (
-    "epoch", "step", "lr", "train_loss", "grad_norm", "grad_norm_p50", "grad_norm_p90", "grad_norm_p99",
-    "clip_count", "clip_rate", "fairness_gap", "nonfinite_steps", "epoch_seconds", "samples_per_second",
-    "mean_epe", "std_epe", "median_epe", "p90_epe", "best_epe", "best_epoch", "bad_epochs", "patience",
-    "improved",
-)
+from edgeflow.rundir.figures import CSV_COLUMNS
+
+METRICS_COLUMNS = CSV_COLUMNS
 ARCH_COLUMN_PREFIX = "epe_"  # per-arch EPE columns: epe_000021222, ... (sorted by code)
 
 

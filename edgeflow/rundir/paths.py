@@ -15,7 +15,7 @@ METRICS_FILE = "metrics.csv"
 CHECKPOINT_DIR = "checkpoints"
 JOBS_DIR = "jobs"
 TENSORBOARD_DIR = "tensorboard"
-LOG_FILE = "train.log"
+LOCK_FILE = ".lock"  # held by the run's trainer (edgeflow/rundir/lock.py)
 SAMPLES_FILE = "samples.json"  # the sample ids of the run's current sample set (a resume compares them)
 
 
@@ -60,12 +60,26 @@ class RunPaths:
         return self.root / TENSORBOARD_DIR
 
 
-def slurm_job_id() -> str | None:
-    """The job id as SLURM shows it in squeue (array elements as JOB_TASK)."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    if array_job and task:
-        return f"{array_job}_{task}"
-    return os.environ.get("SLURM_JOB_ID") or os.environ.get("EDGEFLOW_JOB_ID") or None
+# Files only edgeflow writes into a run directory: one of them marks a folder as a run directory.
+RUN_MARKERS = (RUN_FILE, EVENTS_FILE, LOCK_FILE, f"{JOBS_DIR}/submissions.json", f"{CHECKPOINT_DIR}/latest.json")
+
+
+def foreign_folder(path: Path) -> str:
+    """Why `path` must not be used as a run directory ("" when it may: absent, empty, or a run's):
+    an existing folder edgeflow did not make (someone's data, /etc/ssh) is never written into."""
+    if not os.path.lexists(path):
+        return ""
+    if not path.is_dir():
+        return f"{path} exists and is not a folder"
+    if any((path / marker).exists() for marker in RUN_MARKERS):
+        return ""
+    try:
+        if next(os.scandir(path), None) is None:
+            return ""
+    except OSError as exc:
+        return f"{path} cannot be read: {exc.strerror or exc}"
+    return (f"{path} exists, is not empty and is not an edgeflow run directory (no {RUN_FILE}); it is left "
+            f"alone: choose another runtime.experiment_name or runtime.output_root")
 
 
 def hostname() -> str:

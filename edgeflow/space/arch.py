@@ -11,10 +11,6 @@ NUM_BLOCKS = 9
 NUM_OPTIONS = 3
 # Order of the digits in an arch code.
 BLOCK_NAMES: tuple[str, ...] = ("EB0", "EB1", "DB0", "DB1", "H0Out", "H1", "H1Out", "H2", "H2Out")
-# Depth-choice blocks (option = number of residual blocks - 1) come first, kernel choices after.
-DEPTH_BLOCKS: tuple[str, ...] = BLOCK_NAMES[:4]
-KERNEL_BLOCKS: tuple[str, ...] = BLOCK_NAMES[4:]
-KERNEL_SIZES: tuple[int, ...] = (3, 5, 7)
 # The EdgeFlowNet bilinear baseline.
 BASELINE_ARCH = "000021222"
 

@@ -50,5 +50,3 @@ LAYERS: tuple[Layer, ...] = (
     Layer("H2", "kconv", 32, 16, upsample=True, block=7),
     Layer("H2Out", "head", 16, OUTPUT_CHANNELS, block=8),
 )
-# Heads read the feature map of the previous non-head layer and do not feed the next layer.
-HEADS = tuple(layer.name for layer in LAYERS if layer.kind == "head")

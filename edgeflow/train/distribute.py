@@ -20,13 +20,13 @@ A non-finite loss or gradient skips the update on every replica and restores the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from edgeflow import jobenv
 from edgeflow.config import Config
 from edgeflow.model import layers
 from edgeflow.model.layers import BN_MOMENTUM
@@ -46,7 +46,7 @@ def make_strategy(cfg: Config, devices: list[str] | None = None) -> tuple[tf.dis
     """
     kind = cfg.train.distribute
     if kind == "auto":
-        if int(os.environ.get("SLURM_STEP_NUM_TASKS", os.environ.get("SLURM_NTASKS", "1"))) > 1:
+        if jobenv.task_count() > 1:
             kind = "multi_worker"
         elif len(tf.config.list_physical_devices("GPU")) > 1:
             kind = "mirrored"

@@ -67,13 +67,6 @@ class RunHandle:
         """The moving-statistic variables marked not calibrated (empty for a trained checkpoint)."""
         return [str(name) for name in self.pointer.state.get("uncalibrated_bn") or []]
 
-    def require_calibrated_bn(self, what: str) -> None:
-        """For a use that runs BN in inference mode on the stored statistics without recalibrating."""
-        if not self.bn_calibrated:
-            raise CheckpointError(f"{what}: {self.pointer.prefix} holds imported BN statistics that are not "
-                                  f"calibrated ({len(self.uncalibrated_bn)} depth-branch variables); "
-                                  f"recalibrate them first (evaluation does) or train from it")
-
     def build_model(self) -> Supernet:
         model = build_supernet(self.cfg)
         restore_weights(model, self.pointer.prefix)

@@ -1,7 +1,8 @@
 """Preemption signals: SIGTERM (SLURM's kill, `scancel`) and SIGUSR2 (SLURM's --signal warning).
 
-The handler only raises a flag; the training loop checks it after each step, so the step in flight
-finishes, a checkpoint is written and the run exits with EXIT_PREEMPTED (75).
+The handler only raises a flag; the training loop checks it after each step (a ranking or a search
+after each arch), so the work in flight finishes, a checkpoint (or the result) is written and the
+command exits with EXIT_PREEMPTED (75).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ class StopFlag:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+
+    def __enter__(self) -> StopFlag:
+        return self.install()
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
 
     def install(self) -> StopFlag:
         for sig in PREEMPT_SIGNALS:

@@ -3,25 +3,26 @@
 Light module (no TensorFlow). The order, which nothing may reorder:
   1. load and validate the config (done by the caller: edgeflow/commands/train.py);
   2. resolve the data splits (the scan: broken samples excluded and named, empty splits refused);
-  3. read an existing run.json and check its signature against the config;
+  3. refuse an existing folder that is not a run directory (never written into); read an existing
+     run.json and check its signature against the config;
   4. find this run's own latest checkpoint: resume it, or refuse when checkpoint.resume is false;
      a run that already ended and has nothing left to do returns None (exit 0, nothing written);
   5. on a resume, compare the sample set with the one recorded at the first start and refuse a
      changed one unless data.allow_changed_samples says so;
-  6. otherwise, a warm start from another run (checkpoint.resume_experiment_name, or init_from: any
-     run directory by path, an imported one included); an imported run is never resumed in place;
+  6. otherwise, a warm start from another run (checkpoint.init_from: any run directory by path, an
+     imported one included; checkpoint.resume_experiment_name NAME is the same for <output_root>/NAME);
+     an imported run is never resumed in place;
   7. only now write config.yaml and run.json (write_run_start_files), then the trainer runs.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgeflow import config as config_mod
-from edgeflow import rundir
+from edgeflow import jobenv, rundir
 from edgeflow.config import Config
 from edgeflow.data import sampleset
 from edgeflow.data.samples import Splits
@@ -43,8 +44,7 @@ class Plan:
     previous_run: dict[str, Any] | None
     resume: Pointer | None       # this run's own checkpoint to continue from
     warm_start: Pointer | None   # another run's checkpoint to take weights from
-    warm_start_from: str = ""
-    init_from: dict[str, Any] | None = None  # checkpoint.init_from's source, as run_start records it
+    init_from: dict[str, Any] | None = None  # the warm start's source, as run_start and run.json record it
     data_change: dict[str, Any] | None = None  # an allowed change of the sample set (run_start data_change)
 
     @property
@@ -60,7 +60,14 @@ def prepare(cfg: Config) -> Plan | None:
           f"({splits.val_source})", flush=True)
     for path, kind, detail in excluded_files(splits.train_scan, splits.val_scan):
         print(f"excluded {path}: {kind}: {detail}", flush=True)
+    if cfg.data.format != "packed":
+        print("data: file headers checked now; pixel data and flow values are checked as each sample is read "
+              "(a bad one stops the run, naming it); `edgeflow preflight --deep` checks every file first",
+              flush=True)
     paths = RunPaths(cfg.run_dir)
+    foreign = rundir.foreign_folder(paths.root)
+    if foreign:
+        raise StartError(foreign)
     previous = read_run_json(paths.run)
     check_signature(previous, cfg, paths.root)
     resume = CheckpointStore(paths.checkpoints).pointer("latest") if paths.checkpoints.is_dir() else None
@@ -80,29 +87,34 @@ def prepare(cfg: Config) -> Plan | None:
         data_change = sampleset.resume_change(cfg.data.allow_changed_samples, paths.root, previous,
                                               sampleset.split_ids(splits), sampleset.read_ids(paths.samples),
                                               resume.state)
-    warm, warm_from, init_from = None, "", None
-    if resume is None and cfg.checkpoint.init_from:
-        warm, init_from = init_from_source(cfg, paths)
-        warm_from = init_from["run"]
-    if resume is None and cfg.checkpoint.resume_experiment_name:
-        warm_from = cfg.checkpoint.resume_experiment_name
-        source = RunPaths(Path(cfg.runtime.output_root) / warm_from)
-        check_signature(read_run_json(source.run), cfg, source.root)
-        kind = cfg.checkpoint.resume_checkpoint
-        warm = CheckpointStore(source.checkpoints).pointer(kind) if source.checkpoints.is_dir() else None
-        if warm is None:
-            raise StartError(f"checkpoint.resume_experiment_name={warm_from!r}: {source.checkpoints} has no "
-                             f"'{kind}' checkpoint")
+    warm, init_from = None, None
+    source, key = warm_start_source(cfg)
+    if resume is None and source:
+        warm, init_from = init_from_source(cfg, paths, source, key)
     return Plan(cfg=cfg, splits=splits, paths=paths, previous_run=previous, resume=resume, warm_start=warm,
-                warm_start_from=warm_from, init_from=init_from, data_change=data_change)
+                init_from=init_from, data_change=data_change)
 
 
-def init_from_source(cfg: Config, paths: RunPaths) -> tuple[Pointer, dict[str, Any]]:
-    """checkpoint.init_from: any run directory (an import-v1 one too); weights only are taken."""
-    key = "checkpoint.init_from"
-    source = RunPaths(Path(cfg.checkpoint.init_from))
+def warm_start_source(cfg: Config) -> tuple[str, str]:
+    """The run directory a new experiment takes its weights from, and the key that named it ("" if none).
+
+    checkpoint.resume_experiment_name NAME is short for checkpoint.init_from <output_root>/NAME: one
+    warm start, one set of checks and errors, whichever key the user wrote."""
+    if cfg.checkpoint.init_from:
+        return cfg.checkpoint.init_from, "checkpoint.init_from"
+    if cfg.checkpoint.resume_experiment_name:
+        return (str(Path(cfg.runtime.output_root) / cfg.checkpoint.resume_experiment_name),
+                "checkpoint.resume_experiment_name")
+    return "", ""
+
+
+def init_from_source(cfg: Config, paths: RunPaths, source_dir: str, key: str) -> tuple[Pointer, dict[str, Any]]:
+    """The checkpoint a warm start reads (weights only) from any run directory, an import-v1 one too."""
+    named = f"{key}={source_dir!r}" if key == "checkpoint.init_from" else \
+        f"{key}={cfg.checkpoint.resume_experiment_name!r} ({source_dir})"
+    source = RunPaths(Path(source_dir))
     if not source.root.is_dir():
-        raise StartError(f"{key}={cfg.checkpoint.init_from!r}: no such run directory")
+        raise StartError(f"{named}: no such run directory")
     if source.root.resolve() == paths.root.resolve():
         raise StartError(f"{key} names this experiment's own run directory; leave it empty to resume in place")
     run_json = read_run_json(source.run)
@@ -112,13 +124,13 @@ def init_from_source(cfg: Config, paths: RunPaths) -> tuple[Pointer, dict[str, A
     try:
         pointer = store.pointer(kind) if source.checkpoints.is_dir() else None
     except CheckpointError as exc:
-        raise StartError(f"{key}={cfg.checkpoint.init_from!r}: {exc}") from None
+        raise StartError(f"{named}: {exc}") from None
     if pointer is None:
-        raise StartError(f"{key}={cfg.checkpoint.init_from!r}: {source.checkpoints} has no '{kind}' checkpoint "
-                         f"(checkpoint.resume_checkpoint)")
+        raise StartError(f"{named}: {source.checkpoints} has no '{kind}' checkpoint (checkpoint.resume_checkpoint)")
     imported = (run_json or {}).get("imported_from") or {}
-    return pointer, {"run": str(source.root.resolve()), "checkpoint": kind, "prefix": str(pointer.prefix),
-                     "epoch": pointer.state.get("epoch"), "imported_from": imported.get("checkpoint")}
+    return pointer, {"run": str(source.root.resolve()), "key": key, "checkpoint": kind,
+                     "prefix": str(pointer.prefix), "epoch": pointer.state.get("epoch"),
+                     "imported_from": imported.get("checkpoint")}
 
 
 def finished(state: dict[str, Any], cfg: Config) -> bool:
@@ -153,6 +165,6 @@ def write_run_start_files(plan: Plan, job_id: str | None, **extra: Any) -> dict[
         sampleset.reconcile_state(plan.paths.state, plan.resume.state)
     return rundir.write_run_start(
         plan.paths.run, plan.previous_run, experiment=cfg.runtime.experiment_name, job_id=job_id,
-        image=os.environ.get("EDGEFLOW_IMAGE", ""), code_version=code_version(),
+        image=jobenv.image(), code_version=code_version(),
         train_samples=len(splits.train), val_samples=len(splits.val), val_source=splits.val_source,
         holdout_seed=splits.holdout_seed, signature=signature(cfg), **extra)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from edgeflow.config import Config, compute_precision
-from edgeflow.space.arch import NUM_BLOCKS
+from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS
 from edgeflow.train import loss as loss_lib
 from edgeflow.train.loss_scale import DynamicLossScale
 from edgeflow.train.optimizer import Adam
@@ -55,7 +55,8 @@ class TrainStep:
         self.weight_decay = float(t.weight_decay)
         self.clip_norm = float(t.grad_clip_global_norm)
         self.micro_batch_size = int(t.micro_batch_size)
-        self.archs_per_step = int(t.archs_per_step)
+        # Strict fairness: one arch per option, so every option of every block trains once per step.
+        self.archs_per_step = NUM_OPTIONS
         self.jit_compile = bool(t.jit_compile)
         compute_dtype = tf.as_dtype(getattr(model, "compute_dtype", tf.float32))
         wanted = compute_precision(t.mixed_precision)

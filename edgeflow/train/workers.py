@@ -24,11 +24,13 @@ import faulthandler
 import hashlib
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
+from edgeflow import jobenv
 from edgeflow.config import Config
 from edgeflow.train.layout import DistributeError
 
@@ -53,17 +55,17 @@ class Task:
         return self.index == 0
 
 
-def port_base(env: dict[str, str] | None = None) -> int:
-    env = dict(os.environ) if env is None else env
+def port_base(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
     if env.get(PORT_BASE_ENV):
         return int(env[PORT_BASE_ENV])
-    job = env.get("SLURM_JOB_ID", "0")
+    job = jobenv.numeric_job_id(env)
     # 16 ports per job (tasks of one node) in 20000-51999, away from the usual service ports.
-    return 20000 + (int(job) % 2000) * 16 if job.isdigit() else 20000
+    return 20000 + (job % 2000) * 16 if job is not None else 20000
 
 
 def _slurm_var(name: str) -> str:
-    value = os.environ.get(name)
+    value = jobenv.required(name)
     if not value:
         raise ClusterError(f"train.distribute: multi_worker needs the SLURM task environment ({name} is not set); "
                            f"start one trainer per task with srun (make submit does), or use mirrored on one node")
@@ -79,7 +81,7 @@ def resolve() -> tuple[tf.distribute.cluster_resolver.ClusterResolver, Task]:
 
     _slurm_var("SLURM_PROCID")
     local_tasks = max(expand_tasks_per_node(_slurm_var("SLURM_STEP_TASKS_PER_NODE")))
-    visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    visible = jobenv.visible_gpus()
     if visible and len(visible) % local_tasks:
         raise ClusterError(f"train.distribute: {len(visible)} GPUs on the node cannot be split evenly between "
                            f"{local_tasks} tasks; make slurm.gpus_per_node a multiple of slurm.tasks_per_node")

@@ -1,4 +1,4 @@
-"""Import checkpoints of the original TF1-style EdgeFlowNAS v1 trainer (docs/import.md).
+"""Import checkpoints of the original TF1-style EdgeFlowNAS v1 trainer (docs/training.md).
 
 `names` maps the original's variable names onto this supernet's (no TensorFlow), `meta` reads its
 `.meta.json`, `importer` checks and writes the run directory.

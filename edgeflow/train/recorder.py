@@ -1,0 +1,146 @@
+"""Everything a trainer writes into its run directory goes through a Recorder.
+
+The chief of a job (task 0, or the only trainer) gets a `Recorder`; every other task of a multi-worker
+job gets a `NullRecorder`, which checks each event against its schema and writes nothing. So "only the
+chief writes" is a type, not a convention scattered through the loop.
+
+One call feeds every writer: `record("epoch", **fields)` appends the event to events.jsonl, writes the
+TensorBoard scalars the figure table (edgeflow/rundir/figures.py) names for it, and rebuilds
+metrics.csv, so the three can never disagree. A write that fails (a read-only or full file system)
+raises `RunDirWriteError` naming the file, which ends the run with one clear line.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgeflow import rundir
+from edgeflow.train.checkpoint import CheckpointStore, Pointer
+from edgeflow.train.start import Plan, write_run_start_files
+
+
+class RunDirWriteError(OSError):
+    """A file of the run directory could not be written; the message names it and why."""
+
+
+def _write_error(exc: BaseException, what: str) -> RunDirWriteError:
+    reason = getattr(exc, "strerror", None) or getattr(exc, "message", None) or str(exc)
+    where = getattr(exc, "filename", None) or what
+    return RunDirWriteError(f"cannot write {where}: {str(reason).strip().splitlines()[0]}")
+
+
+class Recorder:
+    """The chief's writer of the run directory."""
+
+    def __init__(self, plan: Plan, job_id: str | None) -> None:
+        self.plan = plan
+        self.paths = plan.paths
+        self.job_id = job_id
+        self.store = CheckpointStore(self.paths.checkpoints)
+        self._events: rundir.EventLog | None = None
+        self._summaries: Any = None
+
+    # ------------------------------------------------------------------------------ start and end
+    def start(self, **run_fields: Any) -> None:
+        """config.yaml, samples.json and run.json of this start (after every check passed)."""
+        self._guard("the start files", lambda: write_run_start_files(self.plan, self.job_id, **run_fields))
+        self._events = self._guard(str(self.paths.events), lambda: rundir.EventLog(
+            self.paths.events, self.plan.cfg.runtime.experiment_name, self.job_id))
+
+    def end(self, status: str, reason: str, code: int) -> None:
+        """run_end and run.json's status; a run directory that cannot take them is left as it is (the
+        caller has printed why), so this never raises."""
+        try:
+            self.record("run_end", status=status, reason=reason, exit_code=code)
+            rundir.update_run(self.paths.run, status=status, reason=reason)
+        except (OSError, ValueError):
+            pass
+
+    def close(self) -> None:
+        if self._summaries is not None:
+            self._summaries.close()
+            self._summaries = None
+
+    # ------------------------------------------------------------------------------ figures
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        """One event: events.jsonl, and for `epoch`/`eval` the TensorBoard scalars and metrics.csv."""
+        if self._events is None:
+            raise RuntimeError("Recorder.record before start()")
+        events = self._events
+        written = self._guard(str(self.paths.events), lambda: events.emit(event, **fields))
+        if event in ("epoch", "eval"):
+            self._guard(str(self.paths.tensorboard), lambda: self._tensorboard(event, fields))
+            self._guard(str(self.paths.metrics), self._metrics_csv)
+        return written
+
+    def _tensorboard(self, event: str, fields: dict[str, Any]) -> None:
+        if self._summaries is None:
+            from edgeflow.train.summaries import Summaries  # TensorFlow: only the chief opens a writer
+
+            self._summaries = Summaries(self.paths.tensorboard)
+        self._summaries.write(event, fields)
+
+    def _metrics_csv(self) -> None:
+        rundir.atomic_write_text(self.paths.metrics, rundir.metrics_csv(rundir.read_events(self.paths.events)))
+
+    # ------------------------------------------------------------------------------ state
+    def state(self, values: dict[str, Any]) -> None:
+        self._guard(str(self.paths.state), lambda: rundir.write_state(self.paths.state, values))
+
+    def checkpoint(self, kind: str, epoch: int, write: Callable[[str], object], state: dict[str, Any],
+                   **extra: Any) -> Pointer:
+        """A crash-safe checkpoint of `kind`, then its event."""
+        pointer = self._guard(str(self.paths.checkpoints), lambda: self.store.save(kind, write, state))
+        self.record("checkpoint", epoch=epoch, kind=kind, path=str(pointer.prefix), **extra)
+        return pointer
+
+    @staticmethod
+    def _guard(what: str, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except RunDirWriteError:
+            raise
+        except OSError as exc:
+            raise _write_error(exc, what) from None
+        except Exception as exc:
+            # TensorFlow's own I/O errors (a checkpoint or summary write) are not OSErrors.
+            if type(exc).__module__.startswith("tensorflow") and "Error" in type(exc).__name__:
+                raise _write_error(exc, what) from None
+            raise
+
+
+class NullRecorder(Recorder):
+    """The recorder of a task that is not the chief: events are checked, nothing is written."""
+
+    def __init__(self, plan: Plan, job_id: str | None, task_index: int) -> None:
+        super().__init__(plan, job_id)
+        self.task_index = task_index
+        self._null = rundir.NullEventLog(plan.cfg.runtime.experiment_name, job_id)
+
+    def start(self, **run_fields: Any) -> None:
+        pass
+
+    def end(self, status: str, reason: str, code: int) -> None:
+        self._null.emit("run_end", status=status, reason=reason, exit_code=code)
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        return self._null.emit(event, **fields)
+
+    def state(self, values: dict[str, Any]) -> None:
+        pass
+
+    def checkpoint(self, kind: str, epoch: int, write: Callable[[str], object], state: dict[str, Any],
+                   **extra: Any) -> Pointer:
+        # Every task writes (TensorFlow may read mirrored values with collectives while saving), the
+        # others into a private folder that is removed at once.
+        scratch = tempfile.mkdtemp(prefix=f"edgeflow-task{self.task_index}-")
+        try:
+            write(f"{scratch}/{kind}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.record("checkpoint", epoch=epoch, kind=kind, path="", **extra)
+        return Pointer(kind=kind, prefix=Path(scratch) / kind, state=state)
