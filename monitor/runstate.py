@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeflow.rundir import END_STATUSES, RUN_FIELDS, RUN_STATUSES, STATE_FIELDS, as_float
+from edgeflow.rundir import RUN_FIELDS, RUN_STATUSES, STATE_FIELDS, as_float
 from edgeflow.rundir.figures import BY_NAME, FIGURES, PROGRESS_EVENTS, carried_by
 
 # How far ahead of the sidecar's clock an event's time may be before it is taken for a clock that runs
@@ -112,10 +112,6 @@ class RunState:
         if not self.nonfinite_by_epoch:
             return None
         return float(sum(self.nonfinite_by_epoch.values()))
-
-    @property
-    def ended(self) -> bool:
-        return self.status in END_STATUSES
 
     def apply(self, event: dict[str, Any], horizon: Horizon | None = None) -> None:
         """Fold one event into the state. Unknown events and fields are ignored (design §2)."""
