@@ -1,85 +1,67 @@
 """Prometheus collectors: render the sidecar's current state on each scrape/export (design §3).
 
 No global mutable metrics: every value is read from the RunState built from the files, so what is
-exported is always what the files say. Labels are `experiment` and `job_id` only, plus `arch` for the
-per-arch EPE and `status` for the status gauge.
+exported is always what the files say. The run's figures, their names, kinds and help texts come from the
+one table of `edgeflow/rundir/figures.py`; only the values the monitor derives are declared here. Labels
+are `experiment` and `job_id` only, plus `arch` for the per-arch EPE and `status` for the status gauge.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from edgeflow.rundir import RUN_STATUSES, clean_text
+from edgeflow.rundir.figures import BY_NAME, FIGURES, SEARCH_BEST_EPE
 
 from .runstate import RunState
 from .sidecar import Sidecar
 
 LABELS = ["experiment", "job_id"]
 
-# (name without prefix, help, kind, getter). Kind "counter" gets the `_total` suffix from the client.
-RUN_METRICS: list[tuple[str, str, str, Callable[[RunState], float | None]]] = [
-    ("epoch", "Current epoch (latest heartbeat, epoch or eval event).", "gauge", lambda s: s.epoch),
-    ("step", "Current global training step.", "gauge", lambda s: s.step),
-    ("num_epochs", "Planned number of epochs.", "gauge", lambda s: s.num_epochs),
-    ("epochs_completed", "Distinct epochs completed in this run directory (a re-run epoch counts once).",
-     "counter", lambda s: s.epochs_completed),
-    ("train_loss", "Train loss, mean over the last epoch's archs and steps.", "gauge", lambda s: s.train_loss),
-    ("grad_norm", "Global gradient norm before clipping, mean over the last epoch.", "gauge",
-     lambda s: s.grad_norm),
-    ("grad_norm_p90", "90th percentile of the gradient norm over the last epoch.", "gauge",
-     lambda s: s.grad_norm_p90),
-    ("grad_clip_ratio", "Fraction of the last epoch's steps whose gradient was clipped.", "gauge",
-     lambda s: s.clip_rate),
-    ("learning_rate", "Learning rate at the end of the last epoch.", "gauge", lambda s: s.learning_rate),
-    ("epe_mean", "Mean EPE over the eval arch pool (last evaluation).", "gauge", lambda s: s.mean_epe),
-    ("epe_std", "Population std of EPE over the eval arch pool (last evaluation).", "gauge",
-     lambda s: s.std_epe),
-    ("epe_median", "Median EPE over the eval arch pool (last evaluation).", "gauge", lambda s: s.median_epe),
-    ("epe_p90", "90th percentile EPE over the eval arch pool (last evaluation).", "gauge",
-     lambda s: s.p90_epe),
-    ("epe_best", "Best mean EPE so far (the early-stopping metric).", "gauge", lambda s: s.best_epe),
-    ("epe_best_epoch", "Epoch of the best mean EPE.", "gauge", lambda s: s.best_epoch),
-    ("epe_rising_evaluations", "Consecutive evaluations whose mean EPE rose.", "gauge",
-     lambda s: s.epe_rising if s.evaluations else None),
-    ("evaluations", "Distinct epochs evaluated in this run directory (a re-run evaluation counts once).",
-     "counter", lambda s: s.evaluations),
-    ("early_stop_bad_evaluations", "Evaluations without improvement (early-stopping counter).", "gauge",
-     lambda s: s.bad_epochs),
-    ("early_stop_patience", "Early-stopping patience (bad evaluations that stop the run).", "gauge",
-     lambda s: s.patience),
-    ("fairness_gap", "Max over blocks of max-min option count; 0 unless the sampler is broken.", "gauge",
-     lambda s: s.fairness_gap),
-    ("nonfinite_steps", "Steps skipped because the loss or gradient was not finite.", "counter",
-     lambda s: s.nonfinite_steps),
-    ("samples_per_second", "Training throughput (latest heartbeat or epoch).", "gauge",
-     lambda s: s.samples_per_second),
-    ("replicas", "tf.distribute replicas training the run (1: one device).", "gauge", lambda s: s.replicas),
-    ("train_samples", "Valid training samples found at start.", "gauge", lambda s: s.train_samples),
-    ("val_samples", "Valid validation samples found at start.", "gauge", lambda s: s.val_samples),
-    ("epoch_duration_seconds", "Wall time of the last epoch.", "gauge", lambda s: s.epoch_seconds),
-    ("run_start_timestamp_seconds", "Time of the latest run_start (start or resume).", "gauge",
-     lambda s: s.run_start_time),
-    ("run_starts", "run_start events (1 + resumes).", "counter", lambda s: s.run_starts),
-    ("last_progress_timestamp_seconds", "Time of the latest heartbeat, epoch, eval, checkpoint or start.",
-     "gauge", lambda s: s.last_progress_time),
-    ("last_event_timestamp_seconds", "Time of the latest event of any kind.", "gauge",
-     lambda s: s.last_event_time),
-    ("last_checkpoint_timestamp_seconds", "Time of the latest completed checkpoint.", "gauge",
-     lambda s: s.last_checkpoint_time),
-    ("search_evaluations", "Archs evaluated by a ranking or search (RUN/rank|search/<name>).", "gauge",
-     lambda s: s.search_evaluations),
-    ("search_target", "Archs a ranking selected, or a search's evaluation budget.", "gauge",
-     lambda s: s.search_target),
-    ("search_best_epe", "Lowest mean EPE among the archs a ranking or search evaluated.", "gauge",
-     lambda s: s.search_best_epe),
-    ("search_front_size", "Archs on the EPE/cost Pareto front of a ranking or search.", "gauge",
-     lambda s: s.search_front_size),
-    ("run_end_timestamp_seconds", "Time of the run_end event, when the run has ended.", "gauge",
-     lambda s: s.end_time),
+
+@dataclass(frozen=True)
+class RunMetric:
+    name: str  # without the prefix; a counter gets its `_total` suffix from the client
+    help: str
+    kind: str  # "gauge" or "counter"
+    get: Callable[[RunState], float | None]
+
+
+def _latest(metric: str) -> Callable[[RunState], float | None]:
+    return lambda s: s.values.get(metric)
+
+
+# The figures of the one table (edgeflow/rundir/figures.py) that are exported as their latest value.
+FIGURE_METRICS = [RunMetric(f.metric, f.help, f.kind, _latest(f.metric))
+                  for f in (*FIGURES, SEARCH_BEST_EPE) if f.metric]
+
+# What the monitor derives from the events itself.
+DERIVED_METRICS = [
+    RunMetric("epochs_completed", "Distinct epochs completed in this run directory (a re-run epoch counts once).",
+              "counter", lambda s: s.epochs_completed),
+    RunMetric("evaluations", "Distinct epochs evaluated in this run directory (a re-run evaluation counts once).",
+              "counter", lambda s: s.evaluations),
+    RunMetric("epe_rising_evaluations", "Consecutive evaluations whose mean EPE rose.", "gauge",
+              lambda s: s.epe_rising if s.evaluations else None),
+    RunMetric("nonfinite_steps", BY_NAME["nonfinite_steps"].help, "counter", lambda s: s.nonfinite_steps),
+    RunMetric("run_start_timestamp_seconds", "Time of the latest run_start (start or resume).", "gauge",
+              lambda s: s.run_start_time),
+    RunMetric("run_starts", "run_start events (1 + resumes).", "counter", lambda s: s.run_starts),
+    RunMetric("last_progress_timestamp_seconds", "Time of the latest heartbeat, epoch, eval, checkpoint or start.",
+              "gauge", lambda s: s.last_progress_time),
+    RunMetric("last_event_timestamp_seconds", "Time of the latest event of any kind.", "gauge",
+              lambda s: s.last_event_time),
+    RunMetric("last_checkpoint_timestamp_seconds", "Time of the latest completed checkpoint.", "gauge",
+              lambda s: s.last_checkpoint_time),
+    RunMetric("run_end_timestamp_seconds", "Time of the run_end event, when the run has ended.", "gauge",
+              lambda s: s.end_time),
 ]
+
+RUN_METRICS = FIGURE_METRICS + DERIVED_METRICS
 
 PREFIX = "edgeflow_"
 
@@ -87,11 +69,11 @@ PREFIX = "edgeflow_"
 def run_families(states: Iterable[RunState]) -> Iterator:
     """Metric families for the given runs (one sample per run and metric)."""
     states = list(states)
-    for name, help_, kind, getter in RUN_METRICS:
-        cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-        family = cls(PREFIX + name, help_, labels=LABELS)
+    for metric in RUN_METRICS:
+        cls = CounterMetricFamily if metric.kind == "counter" else GaugeMetricFamily
+        family = cls(PREFIX + metric.name, metric.help, labels=LABELS)
         for s in states:
-            value = getter(s)
+            value = metric.get(s)
             if value is not None:
                 family.add_metric(labels_of(s), float(value))
         yield family
@@ -134,6 +116,14 @@ def health_families(sidecar: Sidecar) -> Iterator:
     yield GaugeMetricFamily(PREFIX + "monitor_malformed_lines",
                             "Malformed lines in the followed events.jsonl files (skipped).",
                             value=counts["malformed"])
+    yield GaugeMetricFamily(PREFIX + "monitor_unreadable_files",
+                            "Run files the last look could not read or use (not a regular file, unreadable, "
+                            "not a JSON object); a run whose reading failed otherwise counts once.",
+                            value=counts["unreadable"])
+    yield GaugeMetricFamily(PREFIX + "monitor_future_events",
+                            "Events dated more than a minute ahead of the sidecar's clock (a node's clock runs "
+                            "ahead); their time was taken as the file's modification time.",
+                            value=counts["future"])
     yield CounterMetricFamily(PREFIX + "monitor_scans", "Scans of the run directories.", value=health.scans)
     yield CounterMetricFamily(PREFIX + "monitor_export_errors", "Failed textfile writes or pushes.",
                               value=health.export_errors)

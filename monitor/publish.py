@@ -97,8 +97,14 @@ class _Group:
     pushed_at: float
 
 
+# Ends after which a run's group is deleted: done, or preempted (its requeue pushes a group of its own).
+# A run that ends otherwise (failed, diverged, data_error, timeout) keeps its group with its final status,
+# so EdgeflowRunEndedBadly sees the end; the rule stops a day later, the group stays until deleted.
+DELETED_AT = frozenset({"completed", "early_stopped", "preempted"})
+
+
 class PushExporter(Exporter):
-    """One Pushgateway group per run (job="edgeflow", experiment, job_id), deleted when the run ends.
+    """One Pushgateway group per run (job="edgeflow", experiment, job_id), deleted when the run ends well.
 
     Pushed series never go stale, so a group is re-pushed only when its values change, plus every
     `refresh` seconds; the sidecar's own health goes to job="edgeflow_monitor".
@@ -121,7 +127,7 @@ class PushExporter(Exporter):
             # Made valid UTF-8 like the labels (monitor/metrics.py): the grouping key goes into the URL.
             key = (clean_text(state.experiment or ""), clean_text(state.job_id or ""))
             grouping = {"experiment": key[0], "job_id": key[1]}
-            if state.ended:
+            if state.status in DELETED_AT:
                 if key not in self._deleted:
                     if self._call(sidecar, delete_from_gateway, self.url, job=PUSH_JOB, grouping_key=grouping,
                                   timeout=self.timeout):

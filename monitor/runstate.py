@@ -2,6 +2,15 @@
 
 Everything here is rebuilt by replaying events.jsonl from its first line, so a restarted sidecar computes
 the same numbers as one that has been running all along: nothing is incremented across restarts.
+
+The figures a run reports are the table of `edgeflow/rundir/figures.py`: the latest value of each
+exported figure is kept under its metric name, from whichever event carries it. Only what the monitor
+derives stays code here: the distinct-epoch counters, the non-finite steps summed over distinct epochs,
+the rising-EPE streak, run starts, timestamps, the status and the per-arch EPE.
+
+No content of a run file may stop the reader: a number no float holds is as large as a float gets, any
+other type where a number belongs is "not reported", and a time ahead of the reader's clock is not
+believed (see `Horizon`).
 """
 
 from __future__ import annotations
@@ -10,67 +19,93 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeflow.rundir import END_STATUSES, RUN_STATUSES, as_float
+from edgeflow.rundir import RUN_FIELDS, RUN_STATUSES, STATE_FIELDS, as_float
+from edgeflow.rundir.figures import BY_NAME, FIGURES, PROGRESS_EVENTS, carried_by
 
-# Events that show the trainer is alive and moving (a stall is the absence of all of them).
-PROGRESS_EVENTS = ("run_start", "heartbeat", "epoch", "eval", "checkpoint", "search")
+# How far ahead of the sidecar's clock an event's time may be before it is taken for a clock that runs
+# ahead (a node without NTP): synchronised clocks differ by milliseconds, and the stall alert waits
+# 15 minutes, so a minute hides no stall and refuses no honest event.
+FUTURE_TOLERANCE_SECONDS = 60.0
+
+# event kind -> (field, metric name) of the exported figures its events carry, from the one table
+_CARRIED: dict[str, tuple[tuple[str, str], ...]] = {
+    kind: tuple((f.name, f.metric) for f in carried_by(kind)) for kind in sorted({k for f in FIGURES for k in f.events})
+}
+# Figures that run.json and state.json also hold: they fill what the events have not reported yet.
+_RUN_JSON_FILLS = tuple((f.name, f.metric) for f in FIGURES if f.metric and f.name in RUN_FIELDS)
+_STATE_JSON_FILLS = tuple((f.name, f.metric) for f in FIGURES if f.metric and f.name in STATE_FIELDS)
+_EPOCH = BY_NAME["epoch"].metric
+_MEAN_EPE = BY_NAME["mean_epe"].metric
+
+
+def number(value: Any) -> float | None:
+    """A field as a float, never an exception (`rundir.as_float` plus the integers no float holds).
+
+    An integer beyond the float range is as large as a float gets, as JSON reads 1e400 as infinity: a
+    loss of 10**400 is a loss that is not finite, and the alert on it fires.
+    """
+    try:
+        return as_float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def label(value: Any) -> str | None:
+    """An experiment name or a job id from a file: text, or a whole number (a job id written as one)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """The latest time a reader believes: an event dated after `latest` (its clock plus the tolerance)
+    comes from a clock that runs ahead, and its time is taken as `clamp` instead: when the file was last
+    written (the file server's clock), never later than the reader's own clock. So one such event cannot
+    pin the last-progress time in the future, where the stall alert would never see it age; later events
+    move it again, and a restart replaying the file derives the same time again."""
+
+    latest: float
+    clamp: float
+
+    @classmethod
+    def at(cls, now: float, written: float | None = None) -> Horizon:
+        return cls(now + FUTURE_TOLERANCE_SECONDS, now if written is None else min(now, written))
 
 
 @dataclass
 class RunState:
-    """The current values of one run. `None` means "not reported yet" and is not exported."""
+    """The current values of one run. `None` or an absent value means "not reported yet" (not exported)."""
 
     experiment: str | None = None
     job_id: str | None = None
     status: str | None = None
     end_reason: str | None = None
-    # from run_start
+    # the latest value of each exported figure (rundir/figures.py), by metric name
+    values: dict[str, float] = field(default_factory=dict)
     run_start_time: float | None = None
     run_starts: int = 0
-    train_samples: float | None = None
-    val_samples: float | None = None
-    num_epochs: float | None = None
-    patience: float | None = None
-    # progress
-    epoch: float | None = None
-    step: float | None = None
     last_progress_time: float | None = None
     last_event_time: float | None = None
     last_checkpoint_time: float | None = None
     end_time: float | None = None
-    samples_per_second: float | None = None
-    replicas: float | None = None  # tf.distribute replicas of the trainer (heartbeat / run_start)
-    # epoch summaries; an epoch trained again after a crash (its events written, its checkpoint not)
-    # is counted once: the counters count distinct epochs, not epoch events
+    # An epoch trained again after a crash (its events written, its checkpoint not) is counted once: the
+    # counters count distinct epochs, not epoch events.
     epochs_completed: int = 0
     epochs_seen: set[float] = field(default_factory=set)
-    train_loss: float | None = None
-    grad_norm: float | None = None
-    grad_norm_p90: float | None = None
-    clip_rate: float | None = None
-    learning_rate: float | None = None
-    fairness_gap: float | None = None
-    epoch_seconds: float | None = None
     # epoch -> non-finite steps of that epoch; an epoch replayed after a resume overwrites, never adds
     nonfinite_by_epoch: dict[float, float] = field(default_factory=dict)
-    # evaluations
     evaluations: int = 0
     evaluated_epochs: set[float] = field(default_factory=set)
-    mean_epe: float | None = None
-    std_epe: float | None = None
-    median_epe: float | None = None
-    p90_epe: float | None = None
-    best_epe: float | None = None
-    best_epoch: float | None = None
-    bad_epochs: float | None = None
     arch_epe: dict[str, float] = field(default_factory=dict)
     epe_rising: int = 0
-    # a ranking or a search (RUN/rank|search/<name>/events.jsonl): archs evaluated of the target
-    search_evaluations: float | None = None
-    search_target: float | None = None
-    search_best_epe: float | None = None
-    search_front_size: float | None = None
+    future_events: int = 0  # events dated beyond the reader's horizon (their time was clamped)
     events: int = 0
+
+    def value(self, metric: str) -> float | None:
+        return self.values.get(metric)
 
     @property
     def nonfinite_steps(self) -> float | None:
@@ -78,54 +113,62 @@ class RunState:
             return None
         return float(sum(self.nonfinite_by_epoch.values()))
 
-    @property
-    def ended(self) -> bool:
-        return self.status in END_STATUSES
-
-    def apply(self, event: dict[str, Any]) -> None:
+    def apply(self, event: dict[str, Any], horizon: Horizon | None = None) -> None:
         """Fold one event into the state. Unknown events and fields are ignored (design §2)."""
         kind = event.get("event")
-        when = as_float(event.get("time"))
+        when = number(event.get("time"))
         if when is not None and not math.isfinite(when):
             when = None
+        if when is not None and horizon is not None and when > horizon.latest:
+            self.future_events += 1
+            when = horizon.clamp
         self.events += 1
-        if isinstance(event.get("experiment"), str) and event["experiment"]:
-            self.experiment = event["experiment"]
-        if event.get("job_id") not in (None, ""):
-            self.job_id = str(event["job_id"])
+        experiment = event.get("experiment")
+        if isinstance(experiment, str) and experiment:
+            self.experiment = experiment
+        job_id = label(event.get("job_id"))
+        if job_id is not None:
+            self.job_id = job_id
         if when is not None:
             self.last_event_time = when if self.last_event_time is None else max(self.last_event_time, when)
             if kind in PROGRESS_EVENTS:
                 self.last_progress_time = (
                     when if self.last_progress_time is None else max(self.last_progress_time, when))
-        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
+        if not isinstance(kind, str):
+            return
+        handler = _HANDLERS.get(kind)
         if handler is not None:
-            handler(self, event, when)
+            handler(self, event, when)  # before the figures: a handler may compare with the previous values
+        values = self.values
+        for name, metric in _CARRIED.get(kind, ()):
+            if name in event:
+                value = number(event[name])
+                if value is not None:
+                    values[metric] = value
 
     def apply_run_json(self, run: dict[str, Any]) -> None:
         """run.json fills what the events have not told (e.g. events.jsonl not written yet)."""
-        if self.experiment is None and isinstance(run.get("experiment"), str):
-            self.experiment = run["experiment"]
-        job_ids = run.get("job_ids")
+        if self.experiment is None:
+            self.experiment = label(run.get("experiment"))
         if self.job_id is None:
-            if isinstance(job_ids, list) and job_ids:
-                self.job_id = str(job_ids[-1])
-            elif run.get("job_id") not in (None, ""):
-                self.job_id = str(run["job_id"])
-        if self.status is None and run.get("status") in RUN_STATUSES:
-            self.status = run["status"]
-        for key in ("train_samples", "val_samples"):
-            if getattr(self, key) is None:
-                setattr(self, key, as_float(run.get(key)))
+            job_ids = run.get("job_ids")
+            # `job_id` is the launcher's, written with the end it recorded (rundir.record_end)
+            self.job_id = label(job_ids[-1] if isinstance(job_ids, list) and job_ids else run.get("job_id"))
+        status = run.get("status")
+        if self.status is None and isinstance(status, str) and status in RUN_STATUSES:
+            self.status = status
+        self._fill(run, _RUN_JSON_FILLS)
 
     def apply_state_json(self, state: dict[str, Any]) -> None:
         """state.json (written each epoch) fills values the events have not reported."""
-        pairs = (("epoch", "epoch"), ("step", "step"), ("best_epoch", "best_epoch"),
-                 ("bad_epochs", "bad_epochs"), ("bad_epochs", "bad_count"), ("patience", "patience"),
-                 ("best_epe", "best_epe"), ("best_epe", "best_metric"), ("fairness_gap", "fairness_gap"))
-        for attr, key in pairs:
-            if getattr(self, attr) is None and key in state:
-                setattr(self, attr, as_float(state.get(key)))
+        self._fill(state, _STATE_JSON_FILLS)
+
+    def _fill(self, data: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> None:
+        for name, metric in pairs:
+            if metric not in self.values:
+                value = number(data.get(name))
+                if value is not None:
+                    self.values[metric] = value
 
 
 def _run_start(s: RunState, e: dict[str, Any], when: float | None) -> None:
@@ -134,22 +177,13 @@ def _run_start(s: RunState, e: dict[str, Any], when: float | None) -> None:
     s.end_reason = None
     s.end_time = None
     s.run_start_time = when
-    for key in ("train_samples", "val_samples", "num_epochs", "patience", "replicas"):
-        value = as_float(e.get(key))
-        if value is not None:
-            setattr(s, key, value)
-    start_epoch = as_float(e.get("start_epoch"))
-    if start_epoch is not None and s.epoch is None:
-        s.epoch = start_epoch
-
-
-def _heartbeat(s: RunState, e: dict[str, Any], when: float | None) -> None:
-    _set(s, e, ("epoch", "epoch"), ("step", "step"), ("samples_per_second", "samples_per_second"),
-         ("replicas", "replicas"))
+    start_epoch = number(e.get("start_epoch"))
+    if start_epoch is not None and _EPOCH not in s.values:
+        s.values[_EPOCH] = start_epoch
 
 
 def _first_time(seen: set[float], e: dict[str, Any]) -> bool:
-    epoch = as_float(e.get("epoch"))
+    epoch = number(e.get("epoch"))
     if epoch is None:
         return True
     if epoch in seen:
@@ -161,28 +195,22 @@ def _first_time(seen: set[float], e: dict[str, Any]) -> bool:
 def _epoch(s: RunState, e: dict[str, Any], when: float | None) -> None:
     if _first_time(s.epochs_seen, e):
         s.epochs_completed += 1
-    _set(s, e, ("epoch", "epoch"), ("step", "step"), ("learning_rate", "lr"), ("train_loss", "train_loss"),
-         ("grad_norm", "grad_norm"), ("grad_norm_p90", "grad_norm_p90"), ("clip_rate", "clip_rate"),
-         ("fairness_gap", "fairness_gap"), ("epoch_seconds", "epoch_seconds"),
-         ("samples_per_second", "samples_per_second"))
-    nonfinite = as_float(e.get("nonfinite_steps"))
+    nonfinite = number(e.get("nonfinite_steps"))
     if nonfinite is not None:
-        epoch = as_float(e.get("epoch"))
+        epoch = number(e.get("epoch"))
         s.nonfinite_by_epoch[epoch if epoch is not None else -s.epochs_completed] = nonfinite
 
 
 def _eval(s: RunState, e: dict[str, Any], when: float | None) -> None:
-    previous = s.mean_epe
     if _first_time(s.evaluated_epochs, e):
         s.evaluations += 1
-    _set(s, e, ("epoch", "epoch"), ("mean_epe", "mean_epe"), ("std_epe", "std_epe"),
-         ("median_epe", "median_epe"), ("p90_epe", "p90_epe"), ("best_epe", "best_epe"),
-         ("best_epoch", "best_epoch"), ("bad_epochs", "bad_epochs"), ("patience", "patience"))
     arch = e.get("arch_epe")
     if isinstance(arch, dict):
-        s.arch_epe = {str(k): v for k, v in ((k, as_float(v)) for k, v in arch.items()) if v is not None}
+        s.arch_epe = {k: v for k, v in ((k, number(v)) for k, v in arch.items()) if v is not None}
     # Consecutive evaluations whose mean EPE rose: a trend the alert rule cannot see from gauges alone.
-    current = s.mean_epe
+    previous = s.values.get(_MEAN_EPE)
+    reported = number(e.get("mean_epe"))
+    current = previous if reported is None else reported
     if previous is not None and current is not None and current > previous:
         s.epe_rising += 1
     elif current is not None:
@@ -195,8 +223,6 @@ def _search(s: RunState, e: dict[str, Any], when: float | None) -> None:
     s.status = "running"
     s.end_reason = None
     s.end_time = None
-    _set(s, e, ("search_evaluations", "evaluations"), ("search_target", "target"),
-         ("search_best_epe", "best_epe"), ("search_front_size", "front_size"))
 
 
 def _checkpoint(s: RunState, e: dict[str, Any], when: float | None) -> None:
@@ -206,18 +232,10 @@ def _checkpoint(s: RunState, e: dict[str, Any], when: float | None) -> None:
 
 def _run_end(s: RunState, e: dict[str, Any], when: float | None) -> None:
     status = e.get("status")
-    s.status = status if status in RUN_STATUSES else "failed"
+    s.status = status if isinstance(status, str) and status in RUN_STATUSES else "failed"
     s.end_reason = e.get("reason") if isinstance(e.get("reason"), str) else None
     s.end_time = when
 
 
-def _set(s: RunState, e: dict[str, Any], *pairs: tuple[str, str]) -> None:
-    for attr, key in pairs:
-        if key in e:
-            value = as_float(e[key])
-            if value is not None:
-                setattr(s, attr, value)
-
-
-_HANDLERS = {"run_start": _run_start, "heartbeat": _heartbeat, "epoch": _epoch, "eval": _eval,
-             "checkpoint": _checkpoint, "run_end": _run_end, "search": _search}
+_HANDLERS = {"run_start": _run_start, "epoch": _epoch, "eval": _eval, "checkpoint": _checkpoint,
+             "run_end": _run_end, "search": _search}

@@ -18,8 +18,8 @@ from pathlib import Path
 from edgeflow.console import console_logger
 from edgeflow.rundir import EVENTS_FILE, RUN_FILE, STATE_FILE, RunPaths
 
-from .follow import EventTail, TailResult
-from .runstate import RunState
+from .follow import EventTail, TailResult, read_regular
+from .runstate import Horizon, RunState
 
 log = console_logger("monitor", "monitor: %(message)s")  # stderr: stdout is for --print
 
@@ -74,12 +74,21 @@ def _file_key(path: Path) -> tuple[int, int, int, int] | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _read_json_dict(path: Path) -> dict | None:
+def _read_json_dict(path: Path) -> tuple[dict | None, str | None]:
+    """(the JSON object, None) or (None, what is wrong with the file)."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        data = json.loads(read_regular(path))
+    except OSError as exc:
+        return None, f"cannot read {path}: {exc}"
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond the parser's depth
+        data = None
+    if not isinstance(data, dict):
+        return None, f"{path}: not a JSON object; ignored"
+    return data, None
+
+
+# The key of a run's fault that is no single file's: the reader itself failed on this run's files.
+READER = "(reader)"
 
 
 class RunFollower:
@@ -95,44 +104,68 @@ class RunFollower:
         self._run_key: tuple | None = None
         self._state_key: tuple | None = None
         self.state = RunState()
-        self.bad_json_files: set[str] = set()
-        self.read_error: str | None = None
+        # file name (or READER) -> what is wrong with it now; each said once on stderr, counted as a metric
+        self.problems: dict[str, str] = {}
+        self.rejected = 0  # events that broke the reader: skipped, counted with the malformed lines
+        self._future_reported = False
 
     def refresh(self) -> tuple[bool, int, int]:
         """Read what changed. Returns (changed, lines read, malformed lines)."""
         try:
             result = self.tail.read()
-            self.read_error = None
+            self.problems.pop(EVENTS_FILE, None)
         except OSError as exc:
-            # Unreadable (permissions, a folder in its place): say so once, keep the last values, retry later.
-            if str(exc) != self.read_error:
-                log.warning("cannot read %s: %s", self.paths.events, exc)
-                self.read_error = str(exc)
+            # Unreadable (permissions, a folder or a FIFO in its place): say so once, keep the last values,
+            # retry later.
+            self._problem(EVENTS_FILE, f"cannot read {self.paths.events}: {exc}")
             result = TailResult()
         changed = result.reset or bool(result.events)
         if result.reset:
             self.from_events = RunState()
+            self.rejected = 0
+        horizon = Horizon.at(time.time(), result.mtime)
+        rejected = 0
         for event in result.events:
-            self.from_events.apply(event)
+            try:
+                self.from_events.apply(event, horizon)
+            except Exception as exc:  # an unforeseen fault of the reader: skip the event, never the run
+                if not rejected:
+                    log.warning("%s: an event broke the reader (%r); skipped", self.paths.events, exc)
+                rejected += 1
+        self.rejected += rejected
+        if self.from_events.future_events and not self._future_reported:
+            self._future_reported = True
+            log.warning("%s: events dated more than a minute ahead of this host's clock (a node's clock runs "
+                        "ahead?); their time is taken as the file's modification time", self.paths.events)
         for name, attr, key_attr in ((RUN_FILE, "run_json", "_run_key"), (STATE_FILE, "state_json", "_state_key")):
             path = self.dir / name
             key = _file_key(path)
             if key == getattr(self, key_attr):
                 continue
             setattr(self, key_attr, key)
-            data = _read_json_dict(path) if key is not None else None
-            if key is not None and data is None:
+            data, problem = _read_json_dict(path) if key is not None else (None, None)
+            if problem is not None:
                 # Written atomically, so a bad one is a real fault; report once, keep the last good copy.
-                if name not in self.bad_json_files:
-                    log.warning("%s: not a JSON object; ignored", path)
-                    self.bad_json_files.add(name)
+                self._problem(name, problem)
                 continue
-            self.bad_json_files.discard(name)
+            self.problems.pop(name, None)
             setattr(self, attr, data)
             changed = True
         if changed:
             self._combine()
-        return changed, result.lines, result.malformed
+        return changed, result.lines, result.malformed + rejected
+
+    def _problem(self, name: str, text: str) -> None:
+        if self.problems.get(name) != text:
+            log.warning("%s", text)
+        self.problems[name] = text
+
+    def fault(self, exc: BaseException | None) -> None:
+        """Whether the reader failed on this run's files (anything unforeseen): named once, counted."""
+        if exc is None:
+            self.problems.pop(READER, None)
+        else:
+            self._problem(READER, f"{self.dir}: reading this run failed ({exc!r}); its last values are kept")
 
     def _combine(self) -> None:
         state = copy.deepcopy(self.from_events)
@@ -143,6 +176,10 @@ class RunFollower:
         if state.experiment is None:
             state.experiment = self.dir.name
         self.state = state
+
+    @property
+    def unreadable(self) -> int:
+        return len(self.problems)
 
     @property
     def files_followed(self) -> int:
@@ -194,7 +231,12 @@ class Sidecar:
                 log.info("following %s", directory)
             # Read without the lock (a first scan of many long logs takes seconds): a scrape meanwhile
             # gets the runs read so far. Only this thread writes a follower; its state is swapped whole.
-            run_changed, lines, malformed = follower.refresh()
+            try:
+                run_changed, lines, malformed = follower.refresh()
+                follower.fault(None)
+            except Exception as exc:  # one run's files must never stop the other runs' export
+                follower.fault(exc)
+                run_changed, lines, malformed = False, 0, 0
             if malformed:
                 log.warning("%s: skipped %d malformed line(s)", follower.paths.events, malformed)
             with self.lock:
@@ -216,7 +258,9 @@ class Sidecar:
                 "runs": len(runs),
                 "duplicates": len(candidates) - len(runs),
                 "files": sum(f.files_followed for f in self.followers.values()),
-                "malformed": sum(f.tail.malformed_total for f in self.followers.values()),
+                "malformed": sum(f.tail.malformed_total + f.rejected for f in self.followers.values()),
+                "unreadable": sum(f.unreadable for f in self.followers.values()),
+                "future": sum(f.state.future_events for f in self.followers.values()),
             }
             return runs, copy.copy(self.health), counts
 

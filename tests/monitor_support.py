@@ -30,15 +30,17 @@ def write_full_run(directory: Path, experiment: str = "exp", job_id: str | None 
     atomic_write_json(paths.run, {"experiment": experiment, "status": "running", "job_ids": [job_id] if job_id else [],
                                   "train_samples": 96, "val_samples": 16})
     log.emit("run_start", train_samples=96, val_samples=16, resumed_from=None, start_epoch=0, num_epochs=epochs,
-             patience=5)
+             patience=5, zero_flow_epe=8.0)
     for epoch in range(1, epochs + 1):
         log.emit("heartbeat", epoch=epoch, step=epoch * 12 - 6, samples_per_second=40.0)
         log.emit("epoch", epoch=epoch, step=epoch * 12, lr=1e-3 / epoch, train_loss=4.0 - epoch * 0.5,
                  grad_norm=20.0 - epoch, grad_norm_p90=30.0 - epoch, clip_rate=0.0, fairness_gap=0,
                  nonfinite_steps=0, epoch_seconds=10.0 + epoch, samples_per_second=42.0)
+        # the ranking's stability against the previous evaluation (and the best one's): from the second on
+        stability = {"pool_rank_tau": 1.0, "pool_rank_tau_best": 1.0} if epoch > 1 else {}
         log.emit("eval", epoch=epoch, mean_epe=6.0 - epoch * 0.3, std_epe=0.4, median_epe=5.9 - epoch * 0.3,
                  p90_epe=6.5 - epoch * 0.3, arch_epe={a: 6.0 - epoch * 0.3 + i * 0.1 for i, a in enumerate(ARCHS)},
-                 best_epe=6.0 - epoch * 0.3, best_epoch=epoch, bad_epochs=0, patience=5, improved=True)
+                 best_epe=6.0 - epoch * 0.3, best_epoch=epoch, bad_epochs=0, patience=5, improved=True, **stability)
         log.emit("checkpoint", epoch=epoch, kind="latest", path="checkpoints/latest")
         atomic_write_json(paths.state, {"epoch": epoch, "step": epoch * 12, "best_epe": 6.0 - epoch * 0.3,
                                         "best_epoch": epoch, "bad_epochs": 0, "patience": 5})

@@ -94,6 +94,10 @@ def test_a_firing_rule_reaches_the_webhook_through_alertmanager(tmp_path: Path) 
     # A strict-fairness gap: EdgeflowFairnessGap (severity critical, no `for`) fires at once.
     log.emit("epoch", epoch=1, step=12, lr=1e-3, train_loss=2.0, grad_norm=5.0, grad_norm_p90=6.0, clip_rate=0.0,
              fairness_gap=2, nonfinite_steps=0, epoch_seconds=3.0, samples_per_second=30.0)
+    # A run that diverged: EdgeflowRunEndedBadly (its own route) fires at once as well.
+    ended = EventLog(root / "div" / "events.jsonl", "div", "778")
+    ended.emit("run_start", train_samples=96, val_samples=16, num_epochs=4, patience=3)
+    ended.emit("run_end", status="diverged", reason="too many consecutive non-finite steps")
     sidecar = Sidecar(["--root", str(root), "--observer", "polling", "--poll-interval", "0.2"], tmp_path)
     try:
         # The shipped routing, with the webhook pointed at this test and waits shortened.
@@ -129,6 +133,14 @@ def test_a_firing_rule_reaches_the_webhook_through_alertmanager(tmp_path: Path) 
         assert "strict-fairness gap" in alerts[0]["annotations"]["summary"]
         body = next(b for b in hook.received if b.get("alerts"))
         assert body["receiver"] == "edgeflow-webhook" and set(body["groupLabels"]) == {"alertname", "experiment"}
+
+        def ended_badly() -> list[dict]:
+            return [a for body in hook.received for a in body.get("alerts", [])
+                    if a["labels"].get("alertname") == "EdgeflowRunEndedBadly" and a["status"] == "firing"]
+
+        (alert,) = wait_for(ended_badly, timeout=120, interval=0.5, what="EdgeflowRunEndedBadly at the webhook")
+        assert (alert["labels"]["experiment"], alert["labels"]["status"]) == ("div", "diverged")
+        assert alert["annotations"]["summary"] == "edgeflow run div (job 778) ended: diverged"
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -8,7 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
-from monitor_support import write_full_run
+from monitor_support import value, write_full_run
 
 from edgeflow.rundir import RunPaths, atomic_write_json
 from monitor.follow import EventTail
@@ -108,11 +108,12 @@ def test_run_state_from_a_full_run(tmp_path):
     sidecar.scan()
     (_, state), = sidecar.snapshot()[0]
     assert (state.experiment, state.job_id, state.status) == ("fc2", "77", "completed")
-    assert state.epoch == 3 and state.step == 36
-    assert state.train_loss == 2.5 and state.learning_rate == 1e-3 / 3
-    assert math.isclose(state.mean_epe, 5.1) and math.isclose(state.best_epe, 5.1)
+    v = state.values
+    assert v["epoch"] == 3 and v["step"] == 36
+    assert v["train_loss"] == 2.5 and v["learning_rate"] == 1e-3 / 3
+    assert math.isclose(v["epe_mean"], 5.1) and math.isclose(v["epe_best"], 5.1)
     assert state.evaluations == 3 and state.epochs_completed == 3
-    assert state.train_samples == 96 and state.val_samples == 16 and state.patience == 5
+    assert v["train_samples"] == 96 and v["val_samples"] == 16 and v["early_stop_patience"] == 5
     assert set(state.arch_epe) == {"000000000", "111111111", "222222222", "000021222"}
     assert state.last_checkpoint_time is not None and state.end_time is not None
     assert state.last_progress_time >= state.run_start_time
@@ -170,7 +171,8 @@ def test_run_json_and_state_json_fill_in_before_events(tmp_path):
     sidecar.scan()
     state = sidecar.snapshot()[0][0][1]
     assert (state.experiment, state.job_id, state.status) == ("early", "10", "running")
-    assert (state.val_samples, state.epoch, state.bad_epochs, state.patience) == (0, 4, 2, 6)
+    v = state.values
+    assert (v["val_samples"], v["epoch"], v["early_stop_bad_evaluations"], v["early_stop_patience"]) == (0, 4, 2, 6)
 
 
 def test_bad_run_json_is_reported_and_ignored(tmp_path, capsys):
@@ -179,7 +181,7 @@ def test_bad_run_json_is_reported_and_ignored(tmp_path, capsys):
     sidecar = Sidecar(runs=[tmp_path])
     sidecar.scan()
     assert "run.json: not a JSON object" in capsys.readouterr().err
-    assert sidecar.snapshot()[0][0][1].epoch == 1
+    assert sidecar.snapshot()[0][0][1].value("epoch") == 1
 
 
 def test_restart_derives_the_same_values(tmp_path):
@@ -245,7 +247,7 @@ def test_odd_field_types_are_ignored_not_fatal(tmp_path):
     sidecar = Sidecar(runs=[tmp_path])
     sidecar.scan()
     state = sidecar.snapshot()[0][0][1]
-    assert state.train_loss is None and state.mean_epe is None and state.arch_epe == {}
+    assert state.value("train_loss") is None and state.value("epe_mean") is None and state.arch_epe == {}
     assert state.nonfinite_steps == 2 and state.epochs_completed == 1
     assert state.status == "failed"  # an unknown end status is still an end
     assert state.experiment == tmp_path.name  # no usable experiment field: the folder's name
@@ -262,4 +264,68 @@ def test_unreadable_events_file_is_reported_once_not_fatal(tmp_path, capsys):
     (tmp_path / "events.jsonl").rmdir()
     EventLog(tmp_path / "events.jsonl", "back", "1").emit("heartbeat", epoch=1, step=5)
     sidecar.scan()
-    assert sidecar.snapshot()[0][0][1].step == 5
+    assert sidecar.snapshot()[0][0][1].value("step") == 5
+
+
+# The run metrics the sidecar exported before its figures came from edgeflow/rundir/figures.py: names and
+# kinds are an interface (the alert rules, the dashboard, users' own queries), so none may change.
+EXPORTED_BEFORE = {
+    "epoch": "gauge", "step": "gauge", "num_epochs": "gauge", "epochs_completed": "counter", "train_loss": "gauge",
+    "grad_norm": "gauge", "grad_norm_p90": "gauge", "grad_clip_ratio": "gauge", "learning_rate": "gauge",
+    "epe_mean": "gauge", "epe_std": "gauge", "epe_median": "gauge", "epe_p90": "gauge", "epe_best": "gauge",
+    "epe_best_epoch": "gauge", "epe_rising_evaluations": "gauge", "evaluations": "counter",
+    "early_stop_bad_evaluations": "gauge", "early_stop_patience": "gauge", "fairness_gap": "gauge",
+    "nonfinite_steps": "counter", "samples_per_second": "gauge", "replicas": "gauge", "train_samples": "gauge",
+    "val_samples": "gauge", "epoch_duration_seconds": "gauge", "run_start_timestamp_seconds": "gauge",
+    "run_starts": "counter", "last_progress_timestamp_seconds": "gauge", "last_event_timestamp_seconds": "gauge",
+    "last_checkpoint_timestamp_seconds": "gauge", "search_evaluations": "gauge", "search_target": "gauge",
+    "search_best_epe": "gauge", "search_front_size": "gauge", "run_end_timestamp_seconds": "gauge",
+    "arch_epe": "gauge", "run_status": "gauge",
+}
+NEW_FIGURES = {"zero_flow_epe": "gauge", "pool_rank_tau": "gauge", "pool_rank_tau_best": "gauge"}
+
+
+def test_run_metrics_are_the_figures_table_plus_what_the_monitor_derives(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edgeflow.rundir.figures import FIGURES, SEARCH_BEST_EPE
+
+    log = write_full_run(tmp_path, experiment="t", job_id="3", epochs=2, end=None)
+    log.emit("run_start", train_samples=96, val_samples=16, resumed_from="checkpoints/latest", start_epoch=2,
+             num_epochs=4, patience=5, zero_flow_epe=9.5, replicas=1)
+    log.emit("eval", epoch=3, mean_epe=5.0, pool_rank_tau=0.75, pool_rank_tau_best=0.5)
+    sidecar = Sidecar(runs=[tmp_path])
+    sidecar.scan()
+    text = render(sidecar).decode()
+    families = {f.name.removeprefix("edgeflow_"): f for f in text_string_to_metric_families(text)
+                if not f.name.startswith("edgeflow_monitor_")}
+    assert {name: f.type for name, f in families.items()} == EXPORTED_BEFORE | NEW_FIGURES
+    for figure in (*FIGURES, SEARCH_BEST_EPE):
+        if figure.metric and figure.events != ("search",):
+            family = families[figure.metric]
+            assert (family.type, family.documentation) == (figure.kind, figure.help)
+            assert family.samples, f"{figure.metric}: the full run reports it, so it must be exported"
+    labels = {"experiment": "t", "job_id": "3"}
+    assert value(text, "edgeflow_zero_flow_epe", **labels) == 9.5
+    assert value(text, "edgeflow_pool_rank_tau", **labels) == 0.75
+    assert value(text, "edgeflow_pool_rank_tau_best", **labels) == 0.5
+    assert value(text, "edgeflow_epe_rising_evaluations", **labels) == 0  # 5.0 is below the last one
+
+
+def test_state_json_as_the_trainer_writes_it_fills_in_before_the_events(tmp_path):
+    from edgeflow.rundir import STATE_FIELDS, write_state
+
+    state = dict.fromkeys(STATE_FIELDS, 0) | {"experiment": "s", "status": "running", "epoch": 7, "step": 70,
+                                              "num_epochs": 20, "best_epe": 4.5, "best_epoch": 6, "bad_epochs": 1,
+                                              "patience": 15, "fairness_counts": [[3, 3, 3]], "fairness_gap": 0}
+    write_state(tmp_path / "state.json", state)
+    atomic_write_json(tmp_path / "run.json", {"experiment": "s", "status": "running", "job_ids": ["5"],
+                                              "train_samples": 96, "val_samples": 16})
+    sidecar = Sidecar(runs=[tmp_path])
+    sidecar.scan()
+    text = render(sidecar).decode()
+    expected = {"epoch": 7, "step": 70, "num_epochs": 20, "epe_best": 4.5, "epe_best_epoch": 6,
+                "early_stop_bad_evaluations": 1, "early_stop_patience": 15, "fairness_gap": 0,
+                "train_samples": 96, "val_samples": 16}
+    got = {name: value(text, f"edgeflow_{name}", experiment="s", job_id="5") for name in expected}
+    assert got == expected

@@ -247,10 +247,13 @@ def test_real_pushgateway_accepts_groups_and_forgets_ended_runs(tmp_path, pushga
     assert value(text, "edgeflow_monitor_runs_followed", job="edgeflow_monitor", instance="svc1") == 2
 
     log_b.emit("run_end", status="completed", reason="done")
+    # A run that ends badly keeps its group, with its final status: EdgeflowRunEndedBadly must see it.
+    write_full_run(root / "c", experiment="c", job_id="40", epochs=1, end="diverged")
     once()
     text = gateway_text(pushgateway)
     assert value(text, "edgeflow_step", experiment="b") is None  # its group was deleted
     assert value(text, "edgeflow_step", experiment="a", job_id="31_2") == 24
+    assert value(text, "edgeflow_run_status", job="edgeflow", experiment="c", job_id="40", status="diverged") == 1
 
 
 def test_sigterm_exports_the_final_state(tmp_path):

@@ -16,6 +16,7 @@ from monitor_support import REPO, samples, write_full_run
 
 from monitor.publish import render
 from monitor.sidecar import Sidecar
+from tests.helpers import SparseEventLog as EventLog
 
 PROM = REPO / "monitor" / "prometheus"
 GRAFANA = REPO / "monitor" / "grafana"
@@ -27,6 +28,9 @@ REQUIRED_ALERTS = {
     "EdgeflowRunStalled", "EdgeflowLossNotFinite", "EdgeflowEpeNotFinite", "EdgeflowLossDiverging",
     "EdgeflowEpeRising", "EdgeflowGradNormSpike", "EdgeflowFairnessGap", "EdgeflowNoValidationSamples",
     "EdgeflowEarlyStopNear", "EdgeflowSidecarDown",
+    # issue 25
+    "EdgeflowRunEndedBadly", "EdgeflowThroughputDrop", "EdgeflowCheckpointStale", "EdgeflowRestartLoop",
+    "EdgeflowRankingUnstable",
 }
 
 PROMQL_WORDS = {
@@ -57,6 +61,9 @@ def exported(tmp_path_factory) -> set[str]:
     root = tmp_path_factory.mktemp("runs")
     write_full_run(root / "running", experiment="running", epochs=3, end=None)
     write_full_run(root / "ended", experiment="ended", epochs=2, end="completed")
+    # a ranking of the running run's archs, in its own folder (RUN/rank/<name>)
+    EventLog(root / "running" / "rank" / "pool" / "events.jsonl", "running/rank/pool", "9").emit(
+        "search", kind="rank", name="pool", evaluations=3, target=12, best_epe=4.1, front_size=2)
     sidecar = Sidecar(roots=[root])
     sidecar.scan()
     names = {name for name, _ in samples(render(sidecar).decode())}
@@ -161,7 +168,10 @@ def test_dashboard_structure():
                   "throughput", "since last progress", "status"):
         assert topic in titles, topic
     exprs = " ".join(dashboard_exprs(dashboard))
-    for metric in ("edgeflow_epe_std", "edgeflow_epe_best", "edgeflow_early_stop_patience", "edgeflow_arch_epe"):
+    for metric in ("edgeflow_epe_std", "edgeflow_epe_best", "edgeflow_early_stop_patience", "edgeflow_arch_epe",
+                   "edgeflow_zero_flow_epe", "edgeflow_pool_rank_tau", "edgeflow_pool_rank_tau_best",
+                   "edgeflow_search_evaluations", "edgeflow_search_target", "edgeflow_search_best_epe",
+                   "edgeflow_search_front_size", "edgeflow_monitor_unreadable_files", "edgeflow_monitor_future_events"):
         assert metric in exprs
 
 

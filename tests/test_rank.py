@@ -60,8 +60,8 @@ def test_rank_is_deterministic_equals_eval_and_reports_progress(run_dir: Path, c
     state = RunState()
     for event in read_events(run_dir / "rank/one/events.jsonl"):
         state.apply(event)
-    assert (state.status, state.search_evaluations, state.search_target) == ("completed", 3, 3)
-    assert state.search_best_epe == min(r["epe_mean"] for r in one.values())
+    assert (state.status, state.value("search_evaluations"), state.value("search_target")) == ("completed", 3, 3)
+    assert state.value("search_best_epe") == min(r["epe_mean"] for r in one.values())
     exported = {f.name: f.samples for f in run_families([state])}
     assert exported["edgeflow_search_evaluations"][0].value == 3
     assert exported["edgeflow_search_front_size"][0].value >= 1
