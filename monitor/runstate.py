@@ -38,18 +38,6 @@ _EPOCH = BY_NAME["epoch"].metric
 _MEAN_EPE = BY_NAME["mean_epe"].metric
 
 
-def number(value: Any) -> float | None:
-    """A field as a float, never an exception (`rundir.as_float` plus the integers no float holds).
-
-    An integer beyond the float range is as large as a float gets, as JSON reads 1e400 as infinity: a
-    loss of 10**400 is a loss that is not finite, and the alert on it fires.
-    """
-    try:
-        return as_float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
 def label(value: Any) -> str | None:
     """An experiment name or a job id from a file: text, or a whole number (a job id written as one)."""
     if isinstance(value, str):
@@ -116,7 +104,7 @@ class RunState:
     def apply(self, event: dict[str, Any], horizon: Horizon | None = None) -> None:
         """Fold one event into the state. Unknown events and fields are ignored (design §2)."""
         kind = event.get("event")
-        when = number(event.get("time"))
+        when = as_float(event.get("time"))
         if when is not None and not math.isfinite(when):
             when = None
         if when is not None and horizon is not None and when > horizon.latest:
@@ -142,7 +130,7 @@ class RunState:
         values = self.values
         for name, metric in _CARRIED.get(kind, ()):
             if name in event:
-                value = number(event[name])
+                value = as_float(event[name])
                 if value is not None:
                     values[metric] = value
 
@@ -166,7 +154,7 @@ class RunState:
     def _fill(self, data: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> None:
         for name, metric in pairs:
             if metric not in self.values:
-                value = number(data.get(name))
+                value = as_float(data.get(name))
                 if value is not None:
                     self.values[metric] = value
 
@@ -177,13 +165,13 @@ def _run_start(s: RunState, e: dict[str, Any], when: float | None) -> None:
     s.end_reason = None
     s.end_time = None
     s.run_start_time = when
-    start_epoch = number(e.get("start_epoch"))
+    start_epoch = as_float(e.get("start_epoch"))
     if start_epoch is not None and _EPOCH not in s.values:
         s.values[_EPOCH] = start_epoch
 
 
 def _first_time(seen: set[float], e: dict[str, Any]) -> bool:
-    epoch = number(e.get("epoch"))
+    epoch = as_float(e.get("epoch"))
     if epoch is None:
         return True
     if epoch in seen:
@@ -195,9 +183,9 @@ def _first_time(seen: set[float], e: dict[str, Any]) -> bool:
 def _epoch(s: RunState, e: dict[str, Any], when: float | None) -> None:
     if _first_time(s.epochs_seen, e):
         s.epochs_completed += 1
-    nonfinite = number(e.get("nonfinite_steps"))
+    nonfinite = as_float(e.get("nonfinite_steps"))
     if nonfinite is not None:
-        epoch = number(e.get("epoch"))
+        epoch = as_float(e.get("epoch"))
         s.nonfinite_by_epoch[epoch if epoch is not None else -s.epochs_completed] = nonfinite
 
 
@@ -206,10 +194,10 @@ def _eval(s: RunState, e: dict[str, Any], when: float | None) -> None:
         s.evaluations += 1
     arch = e.get("arch_epe")
     if isinstance(arch, dict):
-        s.arch_epe = {k: v for k, v in ((k, number(v)) for k, v in arch.items()) if v is not None}
+        s.arch_epe = {k: v for k, v in ((k, as_float(v)) for k, v in arch.items()) if v is not None}
     # Consecutive evaluations whose mean EPE rose: a trend the alert rule cannot see from gauges alone.
     previous = s.values.get(_MEAN_EPE)
-    reported = number(e.get("mean_epe"))
+    reported = as_float(e.get("mean_epe"))
     current = previous if reported is None else reported
     if previous is not None and current is not None and current > previous:
         s.epe_rising += 1
