@@ -101,3 +101,17 @@ def node_local_dir(env: Mapping[str, str] | None = None) -> tuple[Path, str] | N
 def image(env: Mapping[str, str] | None = None) -> str:
     """The Apptainer image this process runs in ("" outside one)."""
     return _env(env).get(IMAGE, "")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a zombie, ended but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child of this process is a zombie until reaped
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -32,7 +32,7 @@ from typing import Any
 import tensorflow as tf
 
 from edgeflow import config as config_mod
-from edgeflow import progress
+from edgeflow import jobenv, progress
 from edgeflow.data import fc2, readers
 from edgeflow.data.pack import (
     BYTES_PER_PIXEL,
@@ -94,16 +94,6 @@ def check_destination(root: Path, split: str, source: str) -> None:
                         f"--out (data.packed_dir) for the pack, e.g. a new folder beside the data")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_leftovers(root: Path, split: str) -> list[Path]:
     """Temporary folders of dead packers and versions no link points to; returns what was removed."""
     if not root.is_dir():
@@ -116,7 +106,7 @@ def remove_leftovers(root: Path, split: str) -> list[Path]:
         name = entry.name
         if name.startswith(tmp_prefix):
             pid = name[len(tmp_prefix):]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and not jobenv.pid_alive(int(pid)):
                 removed.append(entry)
         elif name.startswith(version_prefix) and name != current and os.path.lexists(final):
             # Only once the link exists: without it, a version may be the one a killed swap was publishing.
