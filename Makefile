@@ -36,10 +36,14 @@ help:
 	@echo "make clean                 remove build files and test caches"
 	@echo "make help                  this list"
 
+# The build is warning-free (tests/test_packaging.py); setuptools' one "Editable installation." note, which
+# warns of a folder in the working directory named like a package (here: the package's own source), is
+# silenced.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[train,jobs,monitor,search,deploy,report,dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -c constraints.txt \
+		-e '.[train,jobs,monitor,search,deploy,report,dev]'
 	touch $@
 	@echo "installed edgeflow into $(VENV)"
 
