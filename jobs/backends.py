@@ -67,8 +67,6 @@ class Backend:
     kind: ClassVar[str] = ""
     # The submitting process must not hand its stdout/stderr to what it starts (it outlives the command).
     detach_stdio: ClassVar[bool] = False
-    # Trainers in an Apptainer image (`container.enabled`).
-    runs_containers: ClassVar[bool] = False
 
     def tasks(self, profile: ClusterProfile) -> int:
         """Trainers per job (one per SLURM task; several need train.distribute multi_worker or auto)."""
@@ -213,7 +211,6 @@ def batch_script(profile: ClusterProfile, folder: Path, job_name: str, comment: 
 
 class SlurmBackend(Backend):
     kind = "slurm"
-    runs_containers = True
 
     def tasks(self, profile: ClusterProfile) -> int:
         return profile.slurm.nodes * profile.slurm.tasks_per_node

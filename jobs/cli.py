@@ -1,4 +1,4 @@
-"""`python -m jobs submit|status|list|logs|cancel`: the launcher's command line (no TensorFlow needed)."""
+"""`python -m jobs submit|rank|search|status|list|logs|cancel`: the launcher's command line (no TensorFlow needed)."""
 
 from __future__ import annotations
 
