@@ -24,8 +24,6 @@ import argparse
 from pathlib import Path
 
 from edgeflow import config as efconfig
-from edgeflow.nas import rank as rank_mod
-from edgeflow.nas import results as results_mod
 
 from .submit import Batch, Unit
 from .sweep import absolutize, expand
@@ -49,8 +47,10 @@ def _absolute(cfg: efconfig.Config) -> efconfig.Config:
 
 
 def rank(args: argparse.Namespace) -> Batch:
-    """`jobs rank`: one array element per shard (rank_mod.RankError, ConfigError, ValueError: refused)."""
+    """`jobs rank`: one array element per shard (edgeflow.nas.rank.RankError, ConfigError, ValueError: refused)."""
     from edgeflow.commands.rank import selection_of
+    from edgeflow.nas import rank as rank_mod
+    from edgeflow.nas import results as results_mod
 
     if args.shards < 1:
         raise ValueError(f"--shards: must be >= 1, got {args.shards}")
@@ -77,7 +77,7 @@ def rank(args: argparse.Namespace) -> Batch:
 
 
 def search(args: argparse.Namespace) -> Batch:
-    """`jobs search`: one job (rank_mod.RankError, ConfigError, ValueError: refused)."""
+    """`jobs search`: one job (edgeflow.nas.rank.RankError, ConfigError, ValueError: refused)."""
     from edgeflow.commands.search import settings_of
     from edgeflow.nas import search as search_mod
 
