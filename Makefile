@@ -6,6 +6,7 @@ PYTHON   := $(BIN)/python
 CONFIG   ?= configs/demo.yaml
 CLUSTER  ?= local
 RUN      ?=
+SET      ?=
 DEMO_DIR ?= data/demo
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (a file stays on one worker; SLURM tests share one).
@@ -23,7 +24,7 @@ help:
 	@echo "make probe                 SIGKILL a tiny run 20 times, resume it, compare bit for bit (KILLS=N)"
 	@echo "make preflight CONFIG=...  check a config's data without training"
 	@echo "make pack CONFIG=... [OUT=dir]  decode the config's data once into a pack (data.packed_dir)"
-	@echo "make submit CONFIG=... CLUSTER=...   preflight, then queue the training job"
+	@echo "make submit CONFIG=... CLUSTER=... [SET=\"k=v k2=v2\"]   preflight, then queue the training job"
 	@echo "make monitor RUN=...       export a run's progress to Prometheus"
 	@echo "make report RUN=... [OUT=f.png|f.html]   a picture of a run: loss, grad norm, LR, EPE, early stop"
 	@echo "make status [RUN=...]      is a run alive? (without RUN: every run under outputs/)"
@@ -35,10 +36,14 @@ help:
 	@echo "make clean                 remove build files and test caches"
 	@echo "make help                  this list"
 
+# The build is warning-free (tests/test_packaging.py); setuptools' one "Editable installation." note, which
+# warns of a folder in the working directory named like a package (here: the package's own source), is
+# silenced.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[train,jobs,monitor,search,deploy,report,dev]'
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/pip install -q -c constraints.txt \
+		-e '.[train,jobs,monitor,search,deploy,report,dev]'
 	touch $@
 	@echo "installed edgeflow into $(VENV)"
 
@@ -69,8 +74,9 @@ preflight: setup
 pack: setup
 	$(PYTHON) -m edgeflow pack --config $(CONFIG) $(if $(OUT),--out $(OUT))
 
+# SET="k=v k2=v2": each word one --set (single-quoted for the shell, so lists and brackets pass as typed).
 submit: setup
-	$(PYTHON) -m jobs submit --config $(CONFIG) --cluster $(CLUSTER)
+	$(PYTHON) -m jobs submit --config $(CONFIG) --cluster $(CLUSTER) $(foreach s,$(SET),--set '$(subst ','\'',$(s))')
 
 monitor: setup
 	@test -n "$(RUN)" || (echo "usage: make monitor RUN=outputs/<experiment>"; exit 2)

@@ -1,10 +1,11 @@
-"""`python -m jobs submit|status|list|logs|cancel`: the launcher's command line (no TensorFlow needed)."""
+"""`python -m jobs submit|rank|search|status|list|logs|cancel`: the launcher's command line (no TensorFlow needed)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from edgeflow import rundir
 from edgeflow.config import ConfigError
@@ -12,8 +13,9 @@ from edgeflow.console import console_logger
 
 from . import health
 
-# Exit codes of `submit` (edgeflow/rundir/codes.py): 0 queued, 2 bad input (config, profile),
-# 4 refused by the preflight gate (bad data), 5 SLURM refused or failed the submission.
+# Exit codes of `submit`, `rank` and `search` (edgeflow/rundir/codes.py): 0 queued, 2 bad input (config,
+# profile, arguments), 4 refused by the preflight gate (bad data), 5 refused by the queue (a job of the
+# run is still queued or running) or SLURM refused or failed the submission.
 EXIT_REFUSED = rundir.EXIT_DATA_ERROR
 EXIT_SUBMIT_FAILED = rundir.EXIT_SUBMIT_FAILED
 
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a cluster profile value, e.g. --profile-set slurm.time_min=30")
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                    help="one array element per seed; experiment names get a _s<SEED> suffix")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="one array element per value (repeat for the cartesian product, with --seeds too); "
+                   "names get a suffix per key and value, e.g. _lr3e-4_bs16")
     p.add_argument("--array-parallelism", type=int, metavar="N",
                    help="at most N array elements run at the same time")
     p.add_argument("--dry-run", action="store_true",
@@ -68,10 +73,39 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cancel every queued or running job of a run; a running trainer writes a "
                        "checkpoint before it stops.")
     c.add_argument("target", metavar="RUN_DIR_OR_JOB_ID", help="a run directory, or a job id the launcher queued")
-    from . import nas_jobs
-
-    nas_jobs.add_parsers(sub)
+    _add_nas_parsers(sub)
     return parser
+
+
+def _add_nas_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory of the trained supernet")
+    p.add_argument("--cluster", default="local", metavar="NAME",
+                   help="cluster profile: configs/clusters/NAME.yaml or a path (default: local)")
+    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="checkpoint (default best)")
+    p.add_argument("--name", help="results folder name (default as the edgeflow command)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a key of the run's config")
+    p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", dest="profile_overrides",
+                   help="override a cluster profile value, e.g. --profile-set slurm.time_min=30")
+    p.add_argument("--dry-run", action="store_true", help="check everything and print the batch script; queue nothing")
+    p.add_argument("--wait", action="store_true", help="wait until the job(s) end")
+
+
+def _add_nas_parsers(sub: Any) -> None:
+    """`rank` and `search`: the NAS commands of a trained run as jobs."""
+    from edgeflow.commands.rank import add_selection
+    from edgeflow.commands.search import add_settings
+
+    r = sub.add_parser("rank", help="rank archs of a trained run as a job array (one shard per element)",
+                       description="Rank archs of a trained run as a job array, one shard per element.")
+    _add_nas_common(r)
+    add_selection(r)
+    r.add_argument("--shards", type=int, default=1, metavar="N", help="array elements (default 1)")
+    r.add_argument("--array-parallelism", type=int, metavar="N", help="at most N elements at the same time")
+    s = sub.add_parser("search", help="NSGA-II search of a trained run as a job (resumes on requeue)",
+                       description="NSGA-II search of a trained run as a job; it resumes on requeue.")
+    _add_nas_common(s)
+    add_settings(s)
 
 
 log = console_logger("jobs", "jobs: %(message)s")
@@ -82,52 +116,20 @@ def _err(message: str) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from . import kinds, submit
     from . import profile as profiles
-    from . import submit, sweep
 
     if args.array_parallelism is not None and args.array_parallelism < 1:
         _err(f"--array-parallelism: must be >= 1, got {args.array_parallelism}")
         return rundir.EXIT_BAD_INPUT
     try:
+        # The experiment first: a typo in a --set or --grid key is refused before anything else.
+        batch = kinds.training(args.config, args.seeds, args.overrides, args.grid, args.array_parallelism)
         prof = profiles.load(args.cluster, args.profile_overrides)
-        elements = sweep.expand(args.config, args.seeds, args.overrides)
-        submit.check_tasks(elements, prof)
-        submit.check_binds(elements, prof)
     except ConfigError as exc:
         _err(str(exc))
         return rundir.EXIT_BAD_INPUT
-
-    refused = False
-    for el, gate in submit.gate_all(elements):
-        print(f"== preflight: {el.experiment} ({el.source}) ==")
-        if gate.report:
-            print(gate.report)
-        if not gate.ok:
-            refused = True
-            _err(f"preflight failed for {el.experiment}: {gate.reason}")
-    if refused:
-        _err("nothing was queued: fix the data (or the config) and submit again")
-        return EXIT_REFUSED
-
-    if args.dry_run:
-        print(submit.dry_run_text(elements, prof, args.array_parallelism))
-        return 0
-    try:
-        subs = submit.submit(elements, prof, args.array_parallelism)
-    except submit.SubmitError as exc:
-        _err(str(exc))
-        return EXIT_SUBMIT_FAILED
-    if len(subs) > 1:
-        print(f"submitted a job array of {len(subs)} elements (submitit folder {subs[0].folder})")
-    for s in subs:
-        print(submit.summary(s))
-    if not args.wait:
-        return 0
-    print("waiting for the job(s) to end; their logs follow ...", flush=True)
-    results = submit.wait(subs, prof.executor, stream=sys.stdout)
-    for name, status in results.items():
-        print(f"{name}: {status}")
-    return 0 if all(st in ("completed", "early_stopped") for st in results.values()) else 1
+    return submit.launch([batch], prof, dry_run=args.dry_run, wait_end=args.wait)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -180,9 +182,25 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
-    from . import nas_jobs
+    from edgeflow.data.samples import DataError
+    from edgeflow.nas.rank import RankError
 
-    return nas_jobs.main(args)
+    from . import kinds, submit
+    from . import profile as profiles
+
+    if getattr(args, "array_parallelism", None) is not None and args.array_parallelism < 1:
+        _err(f"--array-parallelism: must be >= 1, got {args.array_parallelism}")
+        return rundir.EXIT_BAD_INPUT
+    try:
+        prof = profiles.load(args.cluster, args.profile_overrides)
+        batch = (kinds.rank if args.command == "rank" else kinds.search)(args)
+    except DataError as exc:
+        _err(str(exc))
+        return rundir.EXIT_DATA_ERROR
+    except (ConfigError, RankError, ValueError) as exc:
+        _err(str(exc))
+        return rundir.EXIT_BAD_INPUT
+    return submit.launch([batch], prof, dry_run=args.dry_run, wait_end=args.wait)
 
 
 def main(argv: list[str] | None = None) -> int:

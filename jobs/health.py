@@ -2,7 +2,8 @@
 
 The files alone cannot tell: a job killed by the scheduler, the kernel's OOM killer or a node failure
 never writes its end, so run.json keeps saying `running`. The verdict adds the queue (is a job of
-the run still there?) and the age of the last progress event (heartbeat, epoch, eval, checkpoint).
+the run still there?) and the age of the last progress event (heartbeat, epoch, eval, checkpoint, a
+ranking's or search's progress: `rundir.figures.PROGRESS_EVENTS`, as the monitor's stall alert).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from typing import Any
 
 from edgeflow import rundir
 from edgeflow.progress import human_duration
+from edgeflow.rundir.figures import PROGRESS_EVENTS
 
-# Events that show the trainer is alive and moving (the monitor's stall alert uses the same ones).
-PROGRESS_EVENTS = ("run_start", "heartbeat", "epoch", "eval", "checkpoint")
 # The monitor's EdgeflowRunStalled alert fires after 15 minutes without progress: the same default.
 DEFAULT_STALL_SECONDS = 900.0
 
@@ -97,9 +97,17 @@ def judge(run_dir: Path, status: str, events: list[dict[str, Any]], queue: dict[
                       f"read the log ({logs}); to resume from the last checkpoint: "
                       f"{_resubmit_hint(run_dir, records)}")
     # Nothing written by a trainer yet.
+    after = " ".join(str(j) for j in (records[-1].get("after") or [])) if records else ""
     if queue:
-        return health(QUEUED, f"job {running_jobs}; the trainer has not started yet")
+        waits = f", waiting for job(s) {after} to end well" if after else ""
+        return health(QUEUED, f"job {running_jobs}; the trainer has not started yet{waits}")
     if records:
+        if after:
+            return health(DEAD, f"submitted to start after job(s) {after}, but it left the queue before it "
+                          "started: one of them did not end well (the scheduler removes a job whose "
+                          "dependency can no longer be met)",
+                          f"see `python -m jobs status` of job(s) {after}; once they ended well, submit again "
+                          f"with {_resubmit_hint(run_dir, records)}")
         return health(DEAD, "submitted, but the job left the queue before the trainer started",
                       f"read the job's log ({logs}); submit again with {_resubmit_hint(run_dir, records)}")
     return health(UNKNOWN, "no trainer or launcher has written to this directory")

@@ -10,8 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeflow import jobenv
 from edgeflow.config import Config, ConfigError
 
+from .backends import Dependency
 from .profile import ClusterProfile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,8 +32,10 @@ class NodeSpec:
     experiment: str
     profile: ClusterProfile
     workdir: str           # the submission's working directory
-    # The Python arguments to run instead of training (`rank`/`search` jobs: jobs/nas_jobs.py).
+    # The Python arguments to run instead of training (`rank`/`search` jobs: jobs/kinds.py).
     args: tuple[str, ...] = ()
+    # Jobs that must have ended, their runs well, before this one starts (jobs/backends.py).
+    after: tuple[Dependency, ...] = ()
 
 
 def trainer_command(spec: NodeSpec, cfg: Config) -> list[str]:
@@ -76,15 +80,17 @@ def container_binds(spec: NodeSpec, cfg: Config) -> list[str]:
 def trainer_env(spec: NodeSpec, job_id: str | None) -> dict[str, str]:
     env = dict(os.environ)
     if spec.profile.uses_container:
-        env["EDGEFLOW_IMAGE"] = spec.profile.container.image
+        env[jobenv.IMAGE] = spec.profile.container.image
         # Apptainer passes the host environment, but APPTAINERENV_ wins over a --cleanenv in a wrapper.
-        env["APPTAINERENV_EDGEFLOW_IMAGE"] = spec.profile.container.image
+        env["APPTAINERENV_" + jobenv.IMAGE] = spec.profile.container.image
     else:
-        env.pop("EDGEFLOW_IMAGE", None)
+        env.pop(jobenv.IMAGE, None)
         # Run the checkout that submitted the job, installed or not.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    if job_id and not os.environ.get("SLURM_JOB_ID"):
-        env["EDGEFLOW_JOB_ID"] = job_id  # the local executor: rundir.slurm_job_id() reads this
+    if job_id:
+        # The job id as the launcher recorded it; jobenv.job_id() prefers SLURM's own variables, so this
+        # matters where there are none (the local executor).
+        env[jobenv.LAUNCHER_JOB_ID] = job_id
     return env
 
 

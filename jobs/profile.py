@@ -21,6 +21,8 @@ from . import cuda_lines
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE_DIR_ENV = "EDGEFLOW_CLUSTERS_DIR"
+# configs/clusters/TEMPLATE.yaml: what a new profile is copied from, never a cluster to submit to.
+TEMPLATE = "TEMPLATE"
 EXECUTORS = ("slurm", "local")
 MONITOR_MODES = ("textfile", "pushgateway")
 _DRIVER_RE = re.compile(r"^\d+(\.\d+){0,2}$")
@@ -115,16 +117,12 @@ class ClusterProfile:
 
     @property
     def uses_container(self) -> bool:
-        return self.executor == "slurm" and self.container.enabled
+        # validate() refuses a container for an executor that cannot run one (jobs/backends.py)
+        return self.container.enabled
 
     @property
     def uses_gpus(self) -> bool:
         return self.slurm.gpus_per_node > 0
-
-    @property
-    def tasks(self) -> int:
-        """Trainers per job: one per SLURM task (several need train.distribute multi_worker or auto)."""
-        return self.slurm.nodes * self.slurm.tasks_per_node if self.executor == "slurm" else 1
 
 
 # Free-form mappings: edgeflow.config's builder types only scalars and lists, so these are taken out
@@ -283,6 +281,12 @@ def profile_dirs() -> list[Path]:
     return unique
 
 
+def known_profiles() -> list[str]:
+    """The profile names --cluster takes (the template is not one)."""
+    names = {p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.y*ml")}
+    return sorted(n for n in names if n.upper() != TEMPLATE)
+
+
 def resolve_path(name_or_path: str | Path) -> Path:
     """A profile name (`genius`) or a path to a YAML file; ProfileError listing known names."""
     text = str(name_or_path)
@@ -291,14 +295,18 @@ def resolve_path(name_or_path: str | Path) -> Path:
         if candidate.is_file():
             return candidate
         raise ProfileError(f"cluster profile {text}: no such file")
+    if text.upper() == TEMPLATE:
+        raise ProfileError(f"cluster profile {text!r} is the template for new cluster profiles, not a cluster: "
+                           f"copy configs/clusters/{TEMPLATE}.yaml to configs/clusters/NAME.yaml, fill it in "
+                           f"(docs/container.md) and use --cluster NAME; known profiles: "
+                           f"{', '.join(known_profiles()) or 'none'}")
     for d in profile_dirs():
         for ext in (".yaml", ".yml"):
             path = d / f"{text}{ext}"
             if path.is_file():
                 return path
-    known = sorted({p.stem for d in profile_dirs() if d.is_dir() for p in d.glob("*.y*ml")})
     raise ProfileError(f"cluster profile {text!r}: not found in {', '.join(str(d) for d in profile_dirs())}; "
-                       f"known profiles: {', '.join(known) or 'none'}")
+                       f"known profiles: {', '.join(known_profiles()) or 'none'}")
 
 
 def load(name_or_path: str | Path, overrides: list[str] | None = None) -> ClusterProfile:

@@ -1,14 +1,13 @@
-"""What was submitted: the per-run `jobs/submissions.json`, the user's job-id index, queue states.
+"""What was submitted: the per-run `jobs/submissions.json` and the user's job-id index.
 
-Light (no submitit): `jobs status`, `jobs list` and `jobs cancel` read these.
+Light (no submitit): `jobs status`, `jobs list` and `jobs cancel` read these; which recorded jobs are
+still queued or running is the executor backend's question (jobs/backends.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -64,41 +63,3 @@ def record_submission(run_dir: Path, record: dict[str, Any]) -> None:
     path = Path(run_dir) / rundir.JOBS_DIR / SUBMISSIONS_FILE
     entries = submissions(run_dir) + [record]
     rundir.atomic_write_json(path, {"submissions": entries})
-
-
-def squeue_states(job_ids: list[str]) -> dict[str, str]:
-    """State of each job id SLURM still knows (pending, running, ...); absent ids have left the queue."""
-    if not job_ids or shutil.which("squeue") is None:
-        return {}
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, timeout=30)
-    states: dict[str, str] = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            states[parts[0]] = parts[1]
-    return states
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child of this process is a zombie until reaped
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def active_jobs(run_dir: Path) -> dict[str, str]:
-    """Jobs of earlier submissions to this run directory that are still queued or running."""
-    records = submissions(run_dir)
-    slurm_ids = [r["job_id"] for r in records if r.get("executor") == "slurm"]
-    active = {jid: st for jid, st in squeue_states(slurm_ids).items() if st not in ("COMPLETED", "FAILED")}
-    for r in records:
-        if r.get("executor") == "local" and r.get("pid") and pid_alive(int(r["pid"])):
-            active[r["job_id"]] = "RUNNING"
-    return active

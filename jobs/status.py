@@ -6,42 +6,21 @@ run directory) while SLURM knows the job, else by looking through `<output_root>
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from edgeflow import rundir
+from edgeflow import jobenv, rundir
 from edgeflow.progress import human_duration
 
-from . import health
-from .records import (
-    SUBMISSIONS_FILE,
-    active_jobs,
-    index_lookup,
-    index_path,
-    pid_alive,
-    squeue_states,
-    submissions,
-)
+from . import backends, health
+from .records import SUBMISSIONS_FILE, index_lookup, index_path, submissions
 
-JOB_ID_RE = re.compile(r"^(\d+(_\d+)?|local-\d+)$")
+JOB_ID_RE = re.compile(rf"^(\d+(_\d+)?|{re.escape(jobenv.LOCAL_PREFIX)}\d+)$")
 
 
 class StatusError(LookupError):
     """The run directory or job could not be found."""
-
-
-def _comment_of(job_id: str) -> str | None:
-    """The job's comment while slurmctld still knows the job (queued, or ended < MinJobAge ago)."""
-    if shutil.which("scontrol") is None:
-        return None
-    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, timeout=30)
-    match = re.search(r"\bComment=(\S+)", out.stdout)
-    return match.group(1) if match and match.group(1) != "(null)" else None
 
 
 def find_run_dir(target: str, search_roots: list[Path] | None = None) -> Path:
@@ -59,9 +38,10 @@ def find_run_dir(target: str, search_roots: list[Path] | None = None) -> Path:
         run = sub_file.parent.parent
         if any(str(r.get("job_id")) == target for r in submissions(run)):
             return run.resolve()
-    comment = _comment_of(target)
-    if comment and Path(comment).is_dir() and (Path(comment) / rundir.JOBS_DIR).is_dir():
-        return Path(comment).resolve()
+    for backend in backends.BACKENDS.values():
+        named = backend.run_dir_of(target)
+        if named and Path(named).is_dir() and (Path(named) / rundir.JOBS_DIR).is_dir():
+            return Path(named).resolve()
     where = ", ".join(str(r) for r in roots)
     raise StatusError(f"job {target}: no run directory records it (looked in {index_path()}, "
                       f"{where}/*/jobs/{SUBMISSIONS_FILE} and the job's SLURM comment); pass the run directory")
@@ -78,10 +58,13 @@ def describe(run_dir: Path, stall_s: float = health.DEFAULT_STALL_SECONDS) -> di
     events = list(rundir.read_events(paths.events))
     records = submissions(run_dir)
     last = records[-1] if records else {}
-    queue = active_jobs(run_dir)
+    # Without squeue (not a login node), or when it fails, a job's absence from the queue proves nothing.
+    visible = backends.queue_visible(records)
+    try:
+        queue = backends.active_jobs(records)
+    except backends.QueueError:
+        queue, visible = {}, False
     status = run.get("status", "not started" if records else "unknown")
-    # Without squeue (not a login node) a SLURM job's absence from the queue proves nothing.
-    visible = shutil.which("squeue") is not None or not any(r.get("executor") == "slurm" for r in records)
     verdict = health.judge(run_dir, status, events, queue, records, stall_s, queue_visible=visible)
     return {
         "health": verdict.to_dict(),
@@ -154,17 +137,4 @@ def format_status(info: dict[str, Any]) -> str:
 
 def cancel(run_dir: Path) -> list[str]:
     """Stop every queued or running job of the run. A running trainer checkpoints first (SIGTERM)."""
-    records = submissions(run_dir)
-    cancelled: list[str] = []
-    slurm_ids = [str(r["job_id"]) for r in records if r.get("executor") == "slurm"]
-    live = [j for j, st in squeue_states(slurm_ids).items() if st not in ("COMPLETED", "FAILED", "CANCELLED")]
-    if live:
-        subprocess.run(["scancel", *live], check=True, timeout=60)
-        cancelled += live
-    for r in records:
-        pid = r.get("pid")
-        if r.get("executor") == "local" and pid and pid_alive(int(pid)):
-            # submitit's local controller forwards SIGTERM to the job, which forwards it to the trainer.
-            os.kill(int(pid), signal.SIGTERM)
-            cancelled.append(str(r["job_id"]))
-    return cancelled
+    return backends.cancel_jobs(submissions(run_dir))

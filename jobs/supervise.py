@@ -32,12 +32,25 @@ from edgeflow import jobenv, rundir
 from edgeflow.console import console_logger
 from edgeflow.rundir import RunPaths, last_event
 
+from . import backends
 from .gate import run_gate
 from .launch import REPO, NodeSpec, sidecar_command, trainer_command, trainer_env
 
 # Exit statuses of a trainer killed by a forwarded signal before it installed its handlers.
 _KILLED_BEFORE_HANDLERS = (-signal.SIGTERM, -signal.SIGUSR2)
 
+
+
+# Run statuses a dependent job may build on.
+OK_STATUSES = tuple(s for s, code in rundir.STATUS_EXIT_CODE.items() if code == rundir.EXIT_OK)
+
+
+def run_outcome(run_dir: str | Path, since: float) -> tuple[str, str]:
+    """How a run ended after `since` (its submission): the last run_end's status and reason."""
+    end = last_event(RunPaths(Path(run_dir)).events, "run_end", since=since)
+    if end is None:
+        return "unknown", "no run_end was written after the submission; see the job log"
+    return str(end.get("status")), str(end.get("reason", ""))
 
 
 class JobFailed(RuntimeError):
@@ -50,18 +63,6 @@ class _TrainerEnded(Exception):
     def __init__(self, code: int | None) -> None:
         super().__init__(f"trainer ended with code {code}")
         self.code = code
-
-
-def _job_id() -> str | None:
-    return jobenv.job_id()
-
-
-def _task_rank() -> int:
-    """This task's rank among the job's tasks (SLURM_PROCID; 0 for a one-task or a local job)."""
-    try:
-        return int(os.environ.get("SLURM_PROCID", "0"))
-    except ValueError:
-        return 0
 
 
 # The host side's lines in the job log (stdout, between the trainer's own lines).
@@ -146,8 +147,8 @@ class NodeJob(Checkpointable):
         self._forward(signal.SIGUSR2)
         _log("waiting for the trainer to write its checkpoint")
         code = self._reap(block=True)
-        if code == rundir.EXIT_PREEMPTED:
-            _log("trainer checkpointed (exit 75): asking submitit to requeue")
+        if code in rundir.REQUEUE_EXIT_CODES:
+            _log(f"trainer checkpointed (exit {code}): asking submitit to requeue")
             return DelayedSubmission(NodeJob(self.spec))
         if code in _KILLED_BEFORE_HANDLERS:
             # Signalled while still importing TensorFlow (before its handlers were installed): nothing
@@ -161,9 +162,11 @@ class NodeJob(Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         spec = self.spec
-        job_id = _job_id()
+        job_id = jobenv.job_id()
         host = rundir.hostname()
         _log(f"job {job_id} on {host}: run {spec.run_dir}")
+        if spec.after:
+            self._await_dependencies(job_id)
         try:
             cfg = efconfig.load(spec.config_path)
         except efconfig.ConfigError as exc:
@@ -232,7 +235,7 @@ class NodeJob(Checkpointable):
         if code in _KILLED_BEFORE_HANDLERS and self._signals:
             self._note_killed_early(code)
             return summary
-        if code == rundir.EXIT_PREEMPTED:
+        if code in rundir.REQUEUE_EXIT_CODES:
             # SIGTERM from SLURM (preemption, `scontrol requeue`, scancel): SLURM decides whether the
             # job comes back; the trainer has checkpointed and written run_end "preempted".
             _log(f"trainer checkpointed and stopped after {', '.join(self._signals) or 'a signal'}")
@@ -258,7 +261,38 @@ class NodeJob(Checkpointable):
         reason = (f"trainer stopped by {_describe_exit(code)} before it could checkpoint (still starting); "
                   "it resumes from its last checkpoint when the job runs again")
         _log(reason)
-        self._record_end(self.spec.run_dir, self.spec.experiment, _job_id(), "preempted", reason)
+        self._record_end(self.spec.run_dir, self.spec.experiment, jobenv.job_id(), "preempted", reason)
+
+    def _await_dependencies(self, job_id: str | None) -> None:
+        """Start only after every dependency's job ended and its run ended well; else record why not.
+
+        On SLURM the scheduler already held the job (afterok); the local executor has no scheduler, so
+        this waits for the dependencies' controllers to end. Either way the runs' own ends decide: a job
+        that left the queue without its run completing is no base to build on.
+        """
+        deps = self.spec.after
+        ids = " ".join(d.job_id for d in deps)
+        cancelled: list[str] = []
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: cancelled.append("SIGTERM"))
+        try:
+            _log(f"waiting for job(s) {ids} to end")
+            ended = backends.of(self.spec.profile).wait_ended(deps, stop=lambda: bool(cancelled))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if not ended:
+            reason = f"cancelled while waiting for job(s) {ids}; not started (submit again to run it)"
+            self._record_end(self.spec.run_dir, self.spec.experiment, job_id, "preempted", reason)
+            _log(reason)
+            raise JobFailed(reason)
+        for dep in deps:
+            status, why = run_outcome(dep.run_dir, dep.submitted_at)
+            if status not in OK_STATUSES:
+                reason = (f"not started: it depends on job {dep.job_id} (run {dep.run_dir}), which ended "
+                          f"{status}" + (f": {why}" if why else ""))
+                self._record_end(self.spec.run_dir, self.spec.experiment, job_id, "failed", reason)
+                _log(reason)
+                raise JobFailed(reason)
+        _log(f"job(s) {ids} ended well: starting")
 
     def _check_gpu_driver(self, job_id: str | None) -> None:
         """An image built for a newer CUDA than the node's driver fails deep inside TensorFlow: stop here."""
@@ -278,12 +312,12 @@ class NodeJob(Checkpointable):
                     **fields: Any) -> None:
         # Several tasks (a multi-worker job): the first one speaks for the job, as its trainer is the
         # chief that writes the run directory; the others' reasons stay in their own task logs.
-        if _task_rank() == 0:
+        if jobenv.task_rank() == 0:
             rundir.record_end(run_dir, experiment, job_id, status, reason, **fields)
 
     def _start_sidecar(self) -> subprocess.Popen[bytes] | None:
         cmd = sidecar_command(self.spec)
-        if cmd is None or _task_rank() != 0:
+        if cmd is None or jobenv.task_rank() != 0:
             return None
         _log("monitor sidecar: " + shlex.join(cmd))
         env = dict(os.environ)

@@ -41,3 +41,21 @@ def test_docs_exit_code_table_is_the_one_of_the_code() -> None:
     table = text[text.index("## Exit codes"):]
     rows = {int(m.group(1)) for m in re.finditer(r"^\| (\d+) \|", table, re.M)}
     assert rows == set(rundir.EXIT_CODE_MEANING), rows
+
+
+def test_make_submit_passes_each_set_as_an_override(tmp_path) -> None:
+    import shlex
+
+    sets = "train.num_epochs=2 eval.pool=['000000000','111111111']"
+    out = subprocess.run(["make", "-s", "-n", "submit", "CONFIG=configs/demo.yaml", "CLUSTER=ci", f"SET={sets}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (line,) = [ln for ln in out.stdout.splitlines() if "-m jobs submit" in ln]
+    args = shlex.split(line)
+    assert args[args.index("submit"):] == ["submit", "--config", "configs/demo.yaml", "--cluster", "ci",
+                                           "--set", "train.num_epochs=2",
+                                           "--set", "eval.pool=['000000000','111111111']"]
+    # and they reach the launcher, which checks them like any --set
+    typo = subprocess.run(["make", "-s", "submit", "CLUSTER=local", "SET=train.bach_size=2"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert typo.returncode != 0 and "train.bach_size: unknown key" in typo.stderr, typo.stderr

@@ -12,7 +12,7 @@ import pytest
 
 from edgeflow import rundir
 from edgeflow.rundir.events import build_event
-from tests.helpers import run_cli
+from tests.helpers import REPO, run_cli
 
 
 def dead_pid() -> int:
@@ -104,3 +104,38 @@ def test_monitor_once_exits_nonzero_when_the_export_fails(tmp_path: Path, mode: 
     assert "monitor: --once: the export failed" in proc.stderr
     ok = run_cli("monitor", "--run", str(run), "--textfile", str(tmp_path / "prom"), "--once")
     assert ok.returncode == 0 and (tmp_path / "prom" / "edgeflow_m.prom").is_file(), ok.stderr
+
+
+def test_a_ranking_making_progress_is_alive_like_the_monitor_says(tmp_path: Path) -> None:
+    # A ranking's folder (RUN/rank/<name>) reports progress with `search` events only: with its trainer
+    # events an hour old and a search event seconds ago, the run is alive, not stalled.
+    run = craft_run(tmp_path, "ranking", progress_age=3600, pid=os.getpid())
+    search = build_event("search", "ranking", "local-1", dict(kind="rank", name="r", evaluations=3, target=9,
+                                                               best_epe=1.5, front_size=2), time.time() - 5)
+    with open(run / "events.jsonl", "a") as fh:
+        fh.write(rundir.to_json(search) + "\n")
+    info = status_json(run)
+    assert info["health"]["verdict"] == "alive" and info["health"]["progress_event"] == "search", info["health"]
+
+
+def test_a_failing_squeue_is_not_an_empty_queue(tmp_path: Path, demo_data: Path) -> None:
+    # squeue that cannot reach slurmctld (a loaded login node) answers nothing: that must neither let a
+    # second job into a run whose job may be running, nor call the run dead.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Socket timed out on send/recv "
+                                    "operation' >&2\nexit 1\n")
+    (bin_dir / "squeue").chmod(0o755)
+    run = craft_run(tmp_path, "busy", progress_age=3600, pid=None)
+    rundir.atomic_write_json(run / rundir.JOBS_DIR / "submissions.json", {"submissions": [
+        {"job_id": "4242", "executor": "slurm", "cluster": "ci", "stdout": "x", "stderr": "y"}]})
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = run_cli("jobs", "status", str(run), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["health"]["verdict"] == "unknown"
+    proc = run_cli("jobs", "submit", "--config", str(REPO / "configs" / "demo.yaml"), "--cluster", "local",
+                   "--dry-run", "--set", f"runtime.output_root={tmp_path}", "--set", "runtime.experiment_name=busy",
+                   "--set", f"data.train_dir={demo_data / 'train'}", "--set", f"data.val_dir={demo_data / 'val'}",
+                   env=env)
+    assert proc.returncode == rundir.EXIT_SUBMIT_FAILED, proc.stdout + proc.stderr
+    assert "cannot tell whether run" in proc.stderr and "Socket timed out" in proc.stderr

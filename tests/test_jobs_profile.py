@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +46,22 @@ def test_profile_found_by_name_through_env_dir(tmp_path: Path, monkeypatch: pyte
 def test_unknown_profile_lists_known_ones() -> None:
     with pytest.raises(ProfileError, match=r"'nosuch': not found .*known profiles: .*ci.*genius.*local"):
         profile.load("nosuch")
+
+
+def test_the_template_is_not_a_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not offered where known profiles are listed, and refused by name with what to do instead.
+    with pytest.raises(ProfileError) as info:
+        profile.load("nosuch")
+    assert "TEMPLATE" not in str(info.value).split("known profiles:")[1]
+    for name in ("TEMPLATE", "template"):
+        with pytest.raises(ProfileError, match=r"is the template for new cluster profiles, not a cluster: copy "
+                           r"configs/clusters/TEMPLATE.yaml to configs/clusters/NAME.yaml"):
+            profile.load(name)
+    # The same from the command line, before anything else happens.
+    proc = subprocess.run([sys.executable, "-m", "jobs", "submit", "--config", "configs/demo.yaml", "--cluster",
+                           "TEMPLATE", "--dry-run"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "TEMPLATE" in proc.stderr and "not a cluster" in proc.stderr, proc.stderr
+    assert "preflight" not in proc.stdout
 
 
 def test_missing_profile_path() -> None:

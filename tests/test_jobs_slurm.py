@@ -83,8 +83,16 @@ def submit(env: dict[str, Any], *args: str, wait: bool = False) -> tuple[subproc
     return out, re.findall(r"^submitted job (\S+):", out.stdout, flags=re.M)
 
 
+class SqueueFailed(Exception):
+    pass
+
+
 def queue_state(job_id: str) -> tuple[str, str] | None:
+    """(state, reason) while the job is in the queue, None once it left; SqueueFailed when squeue could not
+    tell (a busy slurmctld answers nothing): an empty answer then is not an empty queue."""
     out = subprocess.run(["squeue", "-h", "-r", "-o", "%T %r", "-j", job_id], capture_output=True, text=True)
+    if out.returncode != 0 and "Invalid job id" not in out.stderr:
+        raise SqueueFailed(out.stderr.strip())
     line = out.stdout.strip()
     return tuple(line.split(None, 1)) if line else None  # type: ignore[return-value]
 
@@ -96,20 +104,28 @@ def events(run: Path, kind: str | None = None) -> list[dict[str, Any]]:
 def wait_for(what: str, pred: Callable[[], bool], run: Path, limit_s: float = 300) -> None:
     end = time.time() + limit_s
     while time.time() < end:
-        if pred():
-            return
+        try:
+            if pred():
+                return
+        except SqueueFailed:
+            pass  # ask again
         time.sleep(1)
     logs = "\n".join(p.read_text()[-3000:] for p in sorted((run / "jobs").glob("*_log.*")))
     pytest.fail(f"gave up waiting for {what} after {limit_s:.0f} s; queue: "
                 f"{subprocess.run(['squeue'], capture_output=True, text=True).stdout}\n{logs}")
 
 
-def release_when_requeued(job_id: str, run: Path) -> None:
+def release_when_requeued(job_id: str, run: Path, time_limit_min: int | None = None) -> None:
     """Wait until SLURM holds the requeued job (PENDING, reason BeginTime), then let it start soon.
 
     Not at once: slurmd refuses a start within the second of the requeue ("Killing non-startable batch
     job: Job credential revoked", the job then ends), so the start is set a few seconds ahead.
+    `time_limit_min` gives the next slot another time limit.
     """
+    update = ["scontrol", "update", f"JobId={job_id}", "StartTime=now+3"]
+    if time_limit_min is not None:
+        update.append(f"TimeLimit={time_limit_min}")
+
     def held() -> bool:
         state = queue_state(job_id)
         return bool(state) and state[0] == "PENDING" and "BeginTime" in state[1]
@@ -120,7 +136,7 @@ def release_when_requeued(job_id: str, run: Path) -> None:
     def started() -> bool:
         nonlocal last_update
         if held() and time.time() - last_update > 15:
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now+3"], check=False)
+            subprocess.run(update, check=False)
             last_update = time.time()
         state = queue_state(job_id)
         return state is None or state[0] != "PENDING"
@@ -254,13 +270,16 @@ def test_time_limit_requeues_resumes_and_ends_as_timeout(env: dict[str, Any], de
     # A 2-minute slot with SIGUSR2 50 s before its end, one requeue allowed. The first signal comes
     # from SLURM's time limit; the second is sent by the test once the resumed run has trained an
     # epoch (the same signal, `scancel --signal=USR2`, without waiting out a second slot). submitit
-    # counts both as time-outs (jobs under 10 min), so the second exhausts max_requeues.
+    # counts both as time-outs (jobs under 10 min, by the submitted limit), so the second exhausts
+    # max_requeues. The second slot gets a 10-minute limit: SLURM sends its own signal up to a minute
+    # early, so in a second 2-minute slot it could come before the resumed run's first epoch, or race
+    # the test's (seen as two SIGUSR2 within a second in one slot's log).
     out, ids = submit(env, *tiny(demo_data, env["out"], train__num_epochs=1000),
                       "--profile-set", "slurm.time_min=2", "--profile-set", "slurm.signal_delay_s=50",
                       "--profile-set", "slurm.max_requeues=1")
     assert out.returncode == 0, out.stdout + out.stderr
     job_id, run = ids[0], env["out"] / "demo"
-    release_when_requeued(job_id, run)
+    release_when_requeued(job_id, run, time_limit_min=10)
     # Under load the first slot may end before its first epoch does: wait for an epoch of the resumed
     # run itself, whatever the first one managed.
     wait_for("an epoch after the resume", lambda: len(events(run, "run_start")) == 2 and
@@ -283,7 +302,12 @@ def test_time_limit_requeues_resumes_and_ends_as_timeout(env: dict[str, Any], de
     assert numbers == list(range(1, len(numbers) + 1)) and numbers[-1] >= starts[1]["start_epoch"]
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "timeout" and "max_requeues" in info["reason"]
+    # Both slots' lines are in the one log, the second appended to the first (--open-mode=append in the
+    # batch script, inherited by srun as SLURM_OPEN_MODE): the requeue loses nothing a user reads.
     log = (run / "jobs" / f"{job_id}_0_log.out").read_text()
-    assert "asking submitit to requeue" in log and "Requeued job" in log
+    slots = log.split("edgeflow job on ")[1:]  # the profile's setup line starts every slot
+    assert len(slots) == 2, log
+    assert "Requeued job" in slots[0] and "SIGUSR2" in slots[0], slots[0]
+    assert "asking submitit to requeue" in slots[1] and "max_requeues (1) exhausted" in slots[1], slots[1]
     status = jobs_cli(env, "status", str(run))
     assert "status:     timeout" in status.stdout and "resumed:    1 time(s)" in status.stdout

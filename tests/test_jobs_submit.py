@@ -255,3 +255,59 @@ def test_status_of_unknown_targets(tmp_path: Path) -> None:
     assert out.returncode == rundir.EXIT_BAD_INPUT and "neither a run directory" in out.stderr
     out = run_jobs("status", "987654", env={"EDGEFLOW_JOBS_INDEX": str(tmp_path / "i.jsonl")})
     assert out.returncode == rundir.EXIT_BAD_INPUT and "job 987654: no run directory records it" in out.stderr
+
+
+def test_a_grid_is_one_array_with_named_elements(demo_data: Path, tmp_path: Path) -> None:
+    out_root = tmp_path / "out"
+    out = run_jobs("submit", "--config", str(DEMO), "--cluster", "ci", "--dry-run",
+                   "--grid", "train.lr=1e-4,3e-4", "--grid", "train.batch_size=4,8", "--seeds", "0", "1",
+                   *set_args(data_overrides(demo_data, out_root)))
+    assert out.returncode == 0, out.stderr
+    assert "#SBATCH --array=0-7" in out.stdout  # 2 x 2 x 2 elements, one array
+    for lr in ("1e-4", "3e-4"):
+        for bs in (4, 8):
+            for seed in (0, 1):
+                name = f"demo_lr{lr}_bs{bs}_s{seed}"
+                assert f"] {name}: apptainer exec" in out.stdout, name
+                assert f"/{name}/jobs/submitted_config.yaml" in out.stdout
+                assert f"overrides: train.lr={lr} train.batch_size={bs} runtime.seed={seed}" in out.stdout
+    assert out.stdout.count("== preflight: demo_lr") == 8
+    assert not out_root.exists()
+    # Each element's config holds its values, parsed like --set.
+    els = sweep.expand([str(DEMO)], None, data_overrides(demo_data, out_root), grid=["train.lr=3e-4,1e-3"])
+    assert [(e.experiment, e.cfg.train.lr) for e in els] == [("demo_lr3e-4", 3e-4), ("demo_lr1e-3", 1e-3)]
+
+
+def test_a_bad_grid_is_refused_before_anything_else(demo_data: Path, tmp_path: Path) -> None:
+    common = ["submit", "--config", str(DEMO), "--dry-run", *set_args(data_overrides(demo_data, tmp_path / "o"))]
+    # a typo in a key: named, before the profile (here unknown too) and before any preflight
+    typo = run_jobs(*common, "--cluster", "nosuchcluster", "--grid", "train.lrr=1e-4,3e-4")
+    assert typo.returncode == rundir.EXIT_BAD_INPUT
+    assert "train.lrr: unknown key (did you mean train.lr?)" in typo.stderr and "preflight" not in typo.stdout
+    bad_value = run_jobs(*common, "--cluster", "ci", "--grid", "train.batch_size=4,many")
+    assert bad_value.returncode == rundir.EXIT_BAD_INPUT and "train.batch_size: expected an integer" in bad_value.stderr
+    for grid, message in ((["train.lr"], "expected KEY=VALUE1,VALUE2"), (["train.lr=1e-4,"], "no empty values"),
+                          (["train.lr=1e-4", "train.lr=3e-4"], "--grid train.lr: given twice"),
+                          (["train.lr=1e-4,1e-4"], "value '1e-4' is listed twice"),
+                          (["runtime.experiment_name=a,b"], "cannot be swept")):
+        out = run_jobs(*common, "--cluster", "ci", *[a for g in grid for a in ("--grid", g)])
+        assert out.returncode == rundir.EXIT_BAD_INPUT and message in out.stderr, (grid, out.stderr)
+    # two values that would give one name
+    clash = run_jobs(*common, "--cluster", "ci", "--grid", "data.packed_dir=a/b,a-b")
+    assert clash.returncode == rundir.EXIT_BAD_INPUT, clash.stderr
+    assert "would both be named demo_pda-b" in clash.stderr
+    long = run_jobs(*common, "--cluster", "ci", "--grid", f"data.packed_dir={'x' * 130},y")
+    assert long.returncode == rundir.EXIT_BAD_INPUT and "not a usable name" in long.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_folder_edgeflow_did_not_make_is_refused_as_a_run_directory(demo_data: Path, tmp_path: Path) -> None:
+    out_root = tmp_path / "out"
+    mine = out_root / "demo"
+    mine.mkdir(parents=True)
+    (mine / "thesis.tex").write_text("chapter 1")
+    out = run_jobs("submit", "--config", str(DEMO), "--cluster", "local",
+                   *set_args(data_overrides(demo_data, out_root)))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "is not an edgeflow run directory" in out.stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]

@@ -280,3 +280,27 @@ def test_jobs_rank_refuses_bad_input_on_the_login_node_and_queues_nothing(scratc
                    "111111111", "--shards", "3", timeout=120)
     assert many.returncode == 2 and "more shards than" in many.stderr, many.stderr
     assert sorted(str(p.relative_to(scratch_run)) for p in scratch_run.rglob("*")) == before
+
+
+def test_jobs_rank_and_search_dry_runs_go_through_the_submission_pipeline(scratch_run: Path) -> None:
+    from tests.helpers import run_cli
+
+    before = sorted(str(p.relative_to(scratch_run)) for p in scratch_run.rglob("*"))
+    out = run_cli("jobs", "rank", "--cluster", "ci", "--run", str(scratch_run), "--archs", "000021222",
+                  "111111111", "--shards", "2", "--name", "dry", "--dry-run", timeout=300)
+    assert out.returncode == 0, out.stderr
+    folder = scratch_run / "rank" / "dry"
+    assert "== preflight: tiny/rank/dry" in out.stdout and "preflight: OK" in out.stdout
+    assert "#SBATCH --array=0-1" in out.stdout and f"#SBATCH --comment={folder}" in out.stdout
+    for k in range(2):
+        assert f"[{k}] tiny/rank/dry: apptainer exec" in out.stdout and f"--shard {k}/2" in out.stdout
+    search = run_cli("jobs", "search", "--cluster", "local", "--run", str(scratch_run), "--evaluations", "20",
+                     "--population", "4", "--dry-run", timeout=300)
+    assert search.returncode == 0, search.stderr
+    assert "local executor" in search.stdout and "-m edgeflow search --run" in search.stdout
+    assert "--evaluations 20 --population 4" in search.stdout
+    # A job of several tasks would run the same command on every task: refused before anything else.
+    tasks = run_cli("jobs", "rank", "--cluster", "ci", "--run", str(scratch_run), "--archs", "000021222",
+                    "--profile-set", "slurm.tasks_per_node=2", "--dry-run", timeout=300)
+    assert tasks.returncode == 2 and "a rank job runs one process" in tasks.stderr, tasks.stderr
+    assert sorted(str(p.relative_to(scratch_run)) for p in scratch_run.rglob("*")) == before

@@ -1,6 +1,6 @@
 """The batch script `make submit` queues, compared with a reviewed copy (tests/data/golden_sbatch.sh).
 
-Built by submitit itself (jobs.submit.batch_script, no SLURM needed). A submitit upgrade that changes
+Built by submitit itself (jobs.backends.batch_script, no SLURM needed). A submitit upgrade that changes
 what the job runs (resources, signal, requeue, the srun line) fails here; review the new script and
 update the golden file with `EDGEFLOW_UPDATE_GOLDEN=1`.
 """
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from jobs import profile as profile_mod
-from jobs.submit import batch_script
+from jobs.backends import batch_script
 
 GOLDEN = Path(__file__).parent / "data" / "golden_sbatch.sh"
 PROFILE = {"name": "golden", "executor": "slurm",
