@@ -7,6 +7,7 @@ CONFIG   ?= configs/demo.yaml
 CLUSTER  ?= local
 RUN      ?=
 SET      ?=
+STAGES   ?=
 DEMO_DIR ?= data/demo
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test` (a file stays on one worker; SLURM tests share one).
@@ -25,6 +26,7 @@ help:
 	@echo "make preflight CONFIG=...  check a config's data without training"
 	@echo "make pack CONFIG=... [OUT=dir]  decode the config's data once into a pack (data.packed_dir)"
 	@echo "make submit CONFIG=... CLUSTER=... [SET=\"k=v k2=v2\"]   preflight, then queue the training job"
+	@echo "make submit STAGES=\"a.yaml b.yaml\" CLUSTER=... [SET=...]   a chain: each stage after the one before, from its best checkpoint"
 	@echo "make monitor RUN=...       export a run's progress to Prometheus"
 	@echo "make report RUN=... [OUT=f.png|f.html]   a picture of a run: loss, grad norm, LR, EPE, early stop"
 	@echo "make status [RUN=...]      is a run alive? (without RUN: every run under outputs/)"
@@ -75,8 +77,9 @@ pack: setup
 	$(PYTHON) -m edgeflow pack --config $(CONFIG) $(if $(OUT),--out $(OUT))
 
 # SET="k=v k2=v2": each word one --set (single-quoted for the shell, so lists and brackets pass as typed).
+# STAGES="a.yaml b.yaml": a chain of stages instead of CONFIG (SET applies to every stage).
 submit: setup
-	$(PYTHON) -m jobs submit --config $(CONFIG) --cluster $(CLUSTER) $(foreach s,$(SET),--set '$(subst ','\'',$(s))')
+	$(PYTHON) -m jobs submit $(if $(strip $(STAGES)),--stages $(STAGES),--config $(CONFIG)) --cluster $(CLUSTER) $(foreach s,$(SET),--set '$(subst ','\'',$(s))')
 
 monitor: setup
 	@test -n "$(RUN)" || (echo "usage: make monitor RUN=outputs/<experiment>"; exit 2)

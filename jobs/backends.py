@@ -48,6 +48,7 @@ class Dependency:
     run_dir: str
     submitted_at: float    # the dependency's run must have ended after this
     pid: int | None = None  # the local executor's controller
+    stage: int = 0          # its stage in a chain of batches (jobs/chain.py), 1 for the first
 
 
 @dataclass

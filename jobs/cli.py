@@ -25,16 +25,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Launch edgeflow training jobs on SLURM (or locally) after a preflight check of the data."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("submit", help="preflight, then queue one job, or one job array for a sweep",
+    p = sub.add_parser("submit", help="preflight, then queue one job, a job array for a sweep, or a chain of stages",
                        description="Check each config's data with the preflight on this machine, then queue "
-                       "the training job (one per config and seed; several become one job array). "
-                       "Nothing is queued when any preflight fails.")
-    p.add_argument("--config", action="append", required=True, metavar="CFG",
-                   help="experiment config (YAML); repeat for a sweep over configs")
+                       "the training job (one per config and seed; several become one job array), or with "
+                       "--stages one job per stage, each starting after the one before ended well, from its "
+                       "best checkpoint. Nothing is queued when any preflight fails.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", action="append", metavar="CFG",
+                       help="experiment config (YAML); repeat for a sweep over configs")
+    which.add_argument("--stages", nargs="+", metavar="CFG",
+                       help="a chain of stages, one config each, in order: stage N+1 is queued to start "
+                       "once stage N ended well (completed or early-stopped), from stage N's best checkpoint "
+                       "(the launcher sets checkpoint.init_from and checkpoint.resume_checkpoint: best); a "
+                       "failed stage cancels the ones after it")
     p.add_argument("--cluster", default="local", metavar="NAME",
                    help="cluster profile: configs/clusters/NAME.yaml or a path (default: local)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a config value, e.g. --set train.num_epochs=2 (repeatable)")
+                   help="override a config value, e.g. --set train.num_epochs=2 (repeatable; with --stages "
+                   "it applies to every stage)")
     p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", dest="profile_overrides",
                    help="override a cluster profile value, e.g. --profile-set slurm.time_min=30")
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
@@ -77,14 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_nas_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, help="run directory of the trained supernet")
+def _add_launch_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default="local", metavar="NAME",
                    help="cluster profile: configs/clusters/NAME.yaml or a path (default: local)")
-    p.add_argument("--checkpoint", choices=("best", "latest"), default="best", help="checkpoint (default best)")
-    p.add_argument("--name", help="results folder name (default as the edgeflow command)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a key of the run's config")
     p.add_argument("--profile-set", action="append", default=[], metavar="KEY=VALUE", dest="profile_overrides",
                    help="override a cluster profile value, e.g. --profile-set slurm.time_min=30")
     p.add_argument("--dry-run", action="store_true", help="check everything and print the batch script; queue nothing")
@@ -92,20 +95,27 @@ def _add_nas_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_nas_parsers(sub: Any) -> None:
-    """`rank` and `search`: the NAS commands of a trained run as jobs."""
-    from edgeflow.commands.rank import add_selection
-    from edgeflow.commands.search import add_settings
+    """`rank` and `search`: the NAS commands of a trained run as jobs.
 
-    r = sub.add_parser("rank", help="rank archs of a trained run as a job array (one shard per element)",
-                       description="Rank archs of a trained run as a job array, one shard per element.")
-    _add_nas_common(r)
-    add_selection(r)
+    Their options are the edgeflow command's own (its parser is the parent), plus the launcher's: an
+    option added to `edgeflow rank` or `search` is accepted here and handed to the job as given
+    (jobs/kinds.py), with no change to the launcher.
+    """
+    from edgeflow.commands import rank as rank_cmd
+    from edgeflow.commands import search as search_cmd
+
+    r = sub.add_parser("rank", parents=[rank_cmd.build_parser()], add_help=False,
+                       help="rank archs of a trained run as a job array (one shard per element)",
+                       description="Rank archs of a trained run as a job array, one shard per element; every "
+                       "option of `python -m edgeflow rank` but --shard and --compare is passed to the job.")
+    _add_launch_options(r)
     r.add_argument("--shards", type=int, default=1, metavar="N", help="array elements (default 1)")
     r.add_argument("--array-parallelism", type=int, metavar="N", help="at most N elements at the same time")
-    s = sub.add_parser("search", help="NSGA-II search of a trained run as a job (resumes on requeue)",
-                       description="NSGA-II search of a trained run as a job; it resumes on requeue.")
-    _add_nas_common(s)
-    add_settings(s)
+    s = sub.add_parser("search", parents=[search_cmd.build_parser()], add_help=False,
+                       help="NSGA-II search of a trained run as a job (resumes on requeue)",
+                       description="NSGA-II search of a trained run as a job; it resumes on requeue. Every "
+                       "option of `python -m edgeflow search` is passed to the job.")
+    _add_launch_options(s)
 
 
 log = console_logger("jobs", "jobs: %(message)s")
@@ -122,14 +132,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.array_parallelism is not None and args.array_parallelism < 1:
         _err(f"--array-parallelism: must be >= 1, got {args.array_parallelism}")
         return rundir.EXIT_BAD_INPUT
+    if args.stages:
+        sweep = [flag for flag, given in (("--seeds", args.seeds), ("--grid", args.grid),
+                                          ("--array-parallelism", args.array_parallelism)) if given]
+        if sweep:
+            _err(f"--stages: cannot be combined with {' or '.join(sweep)}: a chain is one job per stage "
+                 "(submit one chain per variant, each stage config with its own experiment_name)")
+            return rundir.EXIT_BAD_INPUT
     try:
         # The experiment first: a typo in a --set or --grid key is refused before anything else.
-        batch = kinds.training(args.config, args.seeds, args.overrides, args.grid, args.array_parallelism)
+        if args.stages:
+            batches = kinds.stages(args.stages, args.overrides)
+        else:
+            batches = [kinds.training(args.config, args.seeds, args.overrides, args.grid, args.array_parallelism)]
         prof = profiles.load(args.cluster, args.profile_overrides)
     except ConfigError as exc:
         _err(str(exc))
         return rundir.EXIT_BAD_INPUT
-    return submit.launch([batch], prof, dry_run=args.dry_run, wait_end=args.wait)
+    return submit.launch(batches, prof, dry_run=args.dry_run, wait_end=args.wait)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

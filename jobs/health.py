@@ -17,11 +17,15 @@ from edgeflow import rundir
 from edgeflow.progress import human_duration
 from edgeflow.rundir.figures import PROGRESS_EVENTS
 
+from .chain import Pending, not_started_reason
+
 # The monitor's EdgeflowRunStalled alert fires after 15 minutes without progress: the same default.
 DEFAULT_STALL_SECONDS = 900.0
 
-# Verdicts, from the user's point of view.
+# Verdicts, from the user's point of view; `waiting`: a later stage of a chain whose earlier stage has
+# not ended yet (jobs/chain.py).
 ALIVE, STALLED, DEAD, QUEUED, ENDED, UNKNOWN = "alive", "stalled", "dead", "queued", "ended", "unknown"
+WAITING = "waiting"
 
 
 @dataclass
@@ -48,9 +52,10 @@ def _resubmit_hint(run_dir: Path, records: list[dict[str, Any]]) -> str:
 
 def judge(run_dir: Path, status: str, events: list[dict[str, Any]], queue: dict[str, str],
           records: list[dict[str, Any]], stall_s: float = DEFAULT_STALL_SECONDS,
-          now: float | None = None, queue_visible: bool = True) -> Health:
+          now: float | None = None, queue_visible: bool = True, pending: Pending | None = None) -> Health:
     """The verdict on one run: `status` from run.json, `queue` = its jobs still queued or running
-    (`queue_visible` False: SLURM jobs, but no squeue on this machine to ask)."""
+    (`queue_visible` False: SLURM jobs, but no squeue on this machine to ask), `pending` = what a later
+    stage of a chain that has not started yet waits for (chain.pending)."""
     now = time.time() if now is None else now
     ev = last_progress(events)
     age = max(now - float(ev["time"]), 0.0) if ev and isinstance(ev.get("time"), (int, float)) else None
@@ -63,6 +68,26 @@ def judge(run_dir: Path, status: str, events: list[dict[str, Any]], queue: dict[
     def health(verdict: str, message: str, advice: str = "") -> Health:
         return Health(verdict, message, advice, None if age is None else round(age, 1), kind)
 
+    if pending is not None:
+        # A later stage of a chain, not started since it was submitted: whatever an earlier submission
+        # left in run.json, what counts is the stage before it.
+        b = pending.blocker
+        if queue:
+            if b is None:
+                return health(QUEUED, f"job {running_jobs}; the stages before it ended well, the trainer has not "
+                              "started yet")
+            if b.status is None:
+                return health(WAITING, f"waiting for stage {b.stage} (job {b.job_id}) to end well; job "
+                              f"{running_jobs}")
+            return health(WAITING, f"stage {b.stage} (job {b.job_id}) ended {b.status}, so this stage will not "
+                          f"start; job {running_jobs} is leaving the queue")
+        if not queue_visible:
+            return health(UNKNOWN, "a later stage of a chain whose jobs ran on SLURM, but squeue is not available "
+                          "here", "run `python -m jobs status` on the cluster's login node")
+        if b is not None and b.status is not None:
+            return health(ENDED, not_started_reason(b.stage, b.job_id, b.run_dir, b.status, b.reason)
+                          + "; this stage's job was removed from the queue",
+                          f"see python -m jobs status {b.run_dir}; once fixed, submit the chain again")
     if status in rundir.END_STATUSES:
         if queue:
             return health(QUEUED, f"{status}; job {running_jobs} will resume it from the last checkpoint")

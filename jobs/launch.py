@@ -62,6 +62,8 @@ def container_binds(spec: NodeSpec, cfg: Config) -> list[str]:
     needed = [("runtime.output_root", Path(cfg.runtime.output_root)), ("data.train_dir", Path(cfg.data.train_dir))]
     if cfg.data.val_dir:
         needed.append(("data.val_dir", Path(cfg.data.val_dir)))
+    if cfg.checkpoint.init_from:  # the run a warm start (a chain's later stage) reads its weights from
+        needed.append(("checkpoint.init_from", Path(cfg.checkpoint.init_from)))
     for key, path in needed:
         text = str(path.resolve())
         if any(text == c or text.startswith(c.rstrip("/") + "/") for c in covered):

@@ -13,7 +13,7 @@ from typing import Any
 from edgeflow import jobenv, rundir
 from edgeflow.progress import human_duration
 
-from . import backends, health
+from . import backends, chain, health
 from .records import SUBMISSIONS_FILE, index_lookup, index_path, submissions
 
 JOB_ID_RE = re.compile(rf"^(\d+(_\d+)?|{re.escape(jobenv.LOCAL_PREFIX)}\d+)$")
@@ -62,10 +62,11 @@ def describe(run_dir: Path, stall_s: float = health.DEFAULT_STALL_SECONDS) -> di
     visible = backends.queue_visible(records)
     try:
         queue = backends.active_jobs(records)
+        pending = chain.pending(records, events)
     except backends.QueueError:
-        queue, visible = {}, False
+        queue, visible, pending = {}, False, None
     status = run.get("status", "not started" if records else "unknown")
-    verdict = health.judge(run_dir, status, events, queue, records, stall_s, queue_visible=visible)
+    verdict = health.judge(run_dir, status, events, queue, records, stall_s, queue_visible=visible, pending=pending)
     return {
         "health": verdict.to_dict(),
         "state": rundir.read_state(paths.state) or {},
@@ -82,7 +83,11 @@ def describe(run_dir: Path, stall_s: float = health.DEFAULT_STALL_SECONDS) -> di
         "epoch": _last(events, "epoch"),
         "eval": _last(events, "eval"),
         "run_end": _last(events, "run_end"),
-        "resumes": sum(1 for e in events if e.get("event") == "run_start" and e.get("resumed_from")),
+        # A warm start (init_from) also names the checkpoint it read as resumed_from; it is no resume.
+        "resumes": sum(1 for e in events if e.get("event") == "run_start" and e.get("resumed_from")
+                       and not e.get("warm_start_from")),
+        "init_from": run.get("init_from"),
+        "chain": chain.view(run_dir, records),
     }
 
 
@@ -96,6 +101,13 @@ def format_status(info: dict[str, Any]) -> str:
     verdict = info.get("health") or {}
     lines = [f"run:        {info['run_dir']}", f"experiment: {info['experiment']}",
              f"status:     {info['status']}" + (f" ({info['reason']})" if info["reason"] else "")]
+    ch = info.get("chain")
+    if ch:
+        lines.append(f"stage:      {ch['stage']} of {ch['stages']} (a chain: each stage starts once the one before "
+                     "ended well)")
+        for m in ch["members"]:
+            mark = "  <- this run" if m["this"] else ""
+            lines.append(f"  stage {m['stage']}:  job {m['job_id'] or '-'}, {m['status']}: {m['run_dir']}{mark}")
     if verdict:
         flag = {"dead": "LOOKS DEAD", "stalled": "STALLED"}.get(verdict["verdict"], verdict["verdict"])
         lines.append(f"verdict:    {flag}: {verdict['message']}")
@@ -124,6 +136,10 @@ def format_status(info: dict[str, Any]) -> str:
         lines.append(f"last eval:  epoch {v.get('epoch')} mean EPE {_round(v.get('mean_epe'))} "
                      f"(best {_round(v.get('best_epe'))} at epoch {v.get('best_epoch')}; "
                      f"{v.get('bad_epochs')}/{v.get('patience')} without improvement)")
+    init = info.get("init_from")
+    if isinstance(init, dict) and init.get("run"):
+        lines.append(f"init from:  the {init.get('checkpoint')} checkpoint of {init['run']} "
+                     f"(epoch {init.get('epoch')})")
     if info["resumes"]:
         lines.append(f"resumed:    {info['resumes']} time(s) from a checkpoint")
     if info["run_end"]:

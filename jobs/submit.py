@@ -21,10 +21,11 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
@@ -36,11 +37,12 @@ from edgeflow.train.layout import check_layout, replicas_of_job
 
 from . import backends
 from .backends import Backend, Dependency, Queued, QueueError, SubmitError
+from .chain import OK_STATUSES, record_entry, run_outcome
 from .gate import run_gate
 from .launch import NodeSpec, container_binds, trainer_command
 from .profile import ClusterProfile
 from .records import SUBMITTED_CONFIG, SWEEPS_DIR, index_add, record_submission, submissions
-from .supervise import OK_STATUSES, NodeJob, run_outcome
+from .supervise import NodeJob
 
 log = console_logger("jobs", "jobs: %(message)s")
 
@@ -91,9 +93,9 @@ class Submitted:
     def job_id(self) -> str:
         return self.queued.job_id
 
-    def dependency(self) -> Dependency:
+    def dependency(self, stage: int) -> Dependency:
         pid = self.queued.fields.get("pid")
-        return Dependency(self.job_id, str(self.unit.run_dir), self.submitted_at, int(pid) if pid else None)
+        return Dependency(self.job_id, str(self.unit.run_dir), self.submitted_at, int(pid) if pid else None, stage)
 
 
 class Refused(Exception):
@@ -220,6 +222,7 @@ def dry_run_text(batches: Sequence[Batch], profile: ClusterProfile) -> str:
         folder, comment = folder_of(batch, "<time>")
         if len(batches) > 1:
             parts.append(f"# stage {k + 1} of {len(batches)}: {batch.name}")
+            parts.append("#   starts " + (f"after {_after_text(after)} ended well" if after else "first"))
         parts += backend.dry_run(profile, folder, batch.name, comment, len(batch.units), batch.array_parallelism,
                                  after)
         parts.append("# command on the node, per element:")
@@ -229,8 +232,18 @@ def dry_run_text(batches: Sequence[Batch], profile: ClusterProfile) -> str:
             parts.append(f"#   {f'[{i}] ' if many else ''}{unit.experiment}: {cmd}")
             if unit.overrides:
                 parts.append(f"#       overrides: {' '.join(unit.overrides)}")
-        after = [Dependency(f"<{batch.name}:{i}>", str(u.run_dir), 0.0) for i, u in enumerate(batch.units)]
+        after += [Dependency(f"<{batch.name}:{i}>", str(u.run_dir), 0.0, stage=k + 1)
+                  for i, u in enumerate(batch.units)]
     return "\n".join(parts)
+
+
+def _after_text(after: Sequence[Dependency]) -> str:
+    """`stage 1 (job 12) and stage 2 (job 13)`: the earlier stages of a chain and their jobs."""
+    by_stage: dict[int, list[str]] = {}
+    for d in after:
+        by_stage.setdefault(d.stage, []).append(d.job_id)
+    return " and ".join(f"stage {k} (job{'s' if len(ids) > 1 else ''} {' '.join(ids)})"
+                        for k, ids in sorted(by_stage.items()))
 
 
 # -- queueing --------------------------------------------------------------------------------------
@@ -303,7 +316,7 @@ def _queue(batch: Batch, profile: ClusterProfile, folder: Path, comment: str,
 
 
 def _record(batch: Batch, queued: list[Queued], profile: ClusterProfile, folder: Path, submitted_at: float,
-            after: Sequence[Dependency]) -> list[Submitted]:
+            after: Sequence[Dependency], chain: dict[str, Any] | None = None) -> list[Submitted]:
     out = []
     for unit, q in zip(batch.units, queued, strict=True):
         jobs_dir = unit.run_dir / rundir.JOBS_DIR
@@ -323,6 +336,8 @@ def _record(batch: Batch, queued: list[Queued], profile: ClusterProfile, folder:
             record["overrides"] = list(unit.overrides)
         if after:
             record["after"] = [d.job_id for d in after]
+        if chain is not None:
+            record["chain"] = chain
         record_submission(unit.run_dir, record)
         index_add(q.job_id, unit.run_dir)
         out.append(Submitted(unit, q, folder, submitted_at, tuple(after)))
@@ -334,16 +349,24 @@ def submit(batches: Sequence[Batch], profile: ClusterProfile) -> list[Submitted]
 
     A refused submission leaves nothing behind (no run folder `jobs status` would call unknown), and a
     chain is queued whole or not at all: a later batch the scheduler refuses cancels the earlier ones.
+    Batch K of several is stage K of a chain: it depends on every job of every earlier stage (so the
+    first stage that failed is the one a later stage names), and its records say so (jobs/chain.py).
     """
     done: list[Submitted] = []
     after: list[Dependency] = []
-    for batch in batches:
+    chain_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    runs = [[str(u.run_dir) for u in batch.runs()] for batch in batches]
+    for k, batch in enumerate(batches, 1):
         folder, comment = folder_of(batch)
         undo = _Undo([*(u.run_dir / rundir.JOBS_DIR for u in batch.runs()), folder])
         started = time.time()
+        chain = None
+        if len(batches) > 1:
+            chain = record_entry(chain_id, k, runs, [{"stage": d.stage, "job_id": d.job_id, "run_dir": d.run_dir,
+                                                      "submitted_at": d.submitted_at} for d in after])
         try:
             queued = _queue(batch, profile, folder, comment, after)
-            subs = _record(batch, queued, profile, folder, started, after)
+            subs = _record(batch, queued, profile, folder, started, after, chain)
         except BaseException:
             undo.undo()
             if done:
@@ -351,7 +374,7 @@ def submit(batches: Sequence[Batch], profile: ClusterProfile) -> list[Submitted]
                 log.error(f"cancelled the earlier stage(s) of the chain: {', '.join(cancelled) or 'none left'}")
             raise
         done += subs
-        after = [s.dependency() for s in subs]
+        after += [s.dependency(k) for s in subs]
     return done
 
 
@@ -376,7 +399,7 @@ def summary(subs: Sequence[Submitted]) -> str:
         else:
             lines.append(f"  job logs:      {run / rundir.JOBS_DIR}")
         if group[0].after:
-            lines.append(f"  starts after:  job(s) {' '.join(d.job_id for d in group[0].after)} ended well")
+            lines.append(f"  starts after:  {_after_text(group[0].after)} ended well")
         lines += [f"  status:        python -m jobs status {run}",
                   f"  monitor:       python -m monitor --run {run} --http 127.0.0.1:9464   (make monitor RUN={run})",
                   f"  cancel:        python -m jobs cancel {run}"]

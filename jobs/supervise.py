@@ -33,24 +33,12 @@ from edgeflow.console import console_logger
 from edgeflow.rundir import RunPaths, last_event
 
 from . import backends
+from .chain import OK_STATUSES, not_started_reason, run_outcome
 from .gate import run_gate
 from .launch import REPO, NodeSpec, sidecar_command, trainer_command, trainer_env
 
 # Exit statuses of a trainer killed by a forwarded signal before it installed its handlers.
 _KILLED_BEFORE_HANDLERS = (-signal.SIGTERM, -signal.SIGUSR2)
-
-
-
-# Run statuses a dependent job may build on.
-OK_STATUSES = tuple(s for s, code in rundir.STATUS_EXIT_CODE.items() if code == rundir.EXIT_OK)
-
-
-def run_outcome(run_dir: str | Path, since: float) -> tuple[str, str]:
-    """How a run ended after `since` (its submission): the last run_end's status and reason."""
-    end = last_event(RunPaths(Path(run_dir)).events, "run_end", since=since)
-    if end is None:
-        return "unknown", "no run_end was written after the submission; see the job log"
-    return str(end.get("status")), str(end.get("reason", ""))
 
 
 class JobFailed(RuntimeError):
@@ -270,12 +258,14 @@ class NodeJob(Checkpointable):
         this waits for the dependencies' controllers to end. Either way the runs' own ends decide: a job
         that left the queue without its run completing is no base to build on.
         """
-        deps = self.spec.after
+        # Every earlier stage of a chain, in order: the first that did not end well is the one named.
+        deps = sorted(self.spec.after, key=lambda d: d.stage)
         ids = " ".join(d.job_id for d in deps)
         cancelled: list[str] = []
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: cancelled.append("SIGTERM"))
         try:
-            _log(f"waiting for job(s) {ids} to end")
+            _log(f"waiting for job(s) {ids} to end" + (f" (stage(s) {' '.join(str(d.stage) for d in deps)})"
+                                                       if deps[0].stage else ""))
             ended = backends.of(self.spec.profile).wait_ended(deps, stop=lambda: bool(cancelled))
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -287,8 +277,7 @@ class NodeJob(Checkpointable):
         for dep in deps:
             status, why = run_outcome(dep.run_dir, dep.submitted_at)
             if status not in OK_STATUSES:
-                reason = (f"not started: it depends on job {dep.job_id} (run {dep.run_dir}), which ended "
-                          f"{status}" + (f": {why}" if why else ""))
+                reason = not_started_reason(dep.stage, dep.job_id, dep.run_dir, status, why)
                 self._record_end(self.spec.run_dir, self.spec.experiment, job_id, "failed", reason)
                 _log(reason)
                 raise JobFailed(reason)

@@ -56,6 +56,7 @@ def absolutize(cfg: Config, base: Path) -> Config:
     cfg.runtime.output_root = fix(cfg.runtime.output_root)
     cfg.data.train_dir = fix(cfg.data.train_dir)
     cfg.data.val_dir = fix(cfg.data.val_dir)
+    cfg.checkpoint.init_from = fix(cfg.checkpoint.init_from)
     return efconfig.validate(cfg)
 
 

@@ -55,6 +55,13 @@ def test_make_submit_passes_each_set_as_an_override(tmp_path) -> None:
     assert args[args.index("submit"):] == ["submit", "--config", "configs/demo.yaml", "--cluster", "ci",
                                            "--set", "train.num_epochs=2",
                                            "--set", "eval.pool=['000000000','111111111']"]
+    # STAGES="a b": a chain of stages in place of CONFIG, SET for every stage
+    out = subprocess.run(["make", "-s", "-n", "submit", "STAGES=fc2.yaml ft3d.yaml", "CLUSTER=ci", "SET=train.lr=1e-4"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    (line,) = [ln for ln in out.stdout.splitlines() if "-m jobs submit" in ln]
+    args = shlex.split(line)
+    assert args[args.index("submit"):] == ["submit", "--stages", "fc2.yaml", "ft3d.yaml", "--cluster", "ci",
+                                           "--set", "train.lr=1e-4"]
     # and they reach the launcher, which checks them like any --set
     typo = subprocess.run(["make", "-s", "submit", "CLUSTER=local", "SET=train.bach_size=2"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)

@@ -1,10 +1,11 @@
-"""Job dependencies: a chain of two jobs whose second starts only after the first ended well.
+"""Job dependencies: a chain of jobs, each starting only after the ones before ended well.
 
 The node command is a stand-in, not training: it notes when it started, records how its run ended
 (as a command of the kit does) and exits accordingly. The chain goes through the one submission
-pipeline (jobs.submit), once with the local executor (the node side waits for the first job) and once
-on the real single-node SLURM (`--dependency=afterok`, which removes a dependent job that can no longer
-start).
+pipeline (jobs.submit), with the local executor (the node side waits for the earlier jobs), where
+`jobs status` and `list` are checked while stages wait, and on the real single-node SLURM
+(`--dependency=afterok`, which removes a dependent job that can no longer start). Chains of real
+training stages (`submit --stages`) are in tests/test_jobs_stages.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 from conftest import require_service
 
 from edgeflow import rundir
-from jobs import backends, profile, status, sweep
+from jobs import backends, listing, profile, status, sweep
 from jobs import submit as pipeline
 from jobs.records import submissions
 from jobs.submit import Batch, Unit
@@ -29,16 +30,19 @@ from tests.helpers import REPO
 
 DEMO = REPO / "configs" / "demo.yaml"
 
-# argv: run directory, then "completed" / "failed" (how the run ends) or "hold" (end completed once the
-# file `go` appears in the run directory).
+# argv: run directory, then "completed" / "failed" (how the run ends), "hold" / "holdfail" (end completed /
+# failed once the file `go` appears in the run directory) or "noop" (end well without recording anything,
+# as the trainer does for a run with nothing left to do).
 STAND_IN = """
 import sys, time, pathlib
 from edgeflow import jobenv, rundir
 run, how = pathlib.Path(sys.argv[1]), sys.argv[2]
 (run / "started").write_text(repr(time.time()))
-while how == "hold" and not (run / "go").exists():
+while how.startswith("hold") and not (run / "go").exists():
     time.sleep(0.2)
-status = "failed" if how == "failed" else "completed"
+if how == "noop":
+    sys.exit(0)
+status = "failed" if how in ("failed", "holdfail") else "completed"
 rundir.record_end(run, run.name, jobenv.job_id(), status, f"stand-in command {status}")
 sys.exit(0 if status == "completed" else 1)
 """
@@ -51,9 +55,8 @@ def unit(demo_data: Path, out: Path, name: str, how: str) -> Unit:
     return Unit(el.run_dir, name, el.cfg, "stand-in", args=("-c", STAND_IN, str(el.run_dir), how))
 
 
-def chain(first: Unit, second: Unit) -> list[Batch]:
-    return [Batch("stand-in", [first], f"chain-{first.experiment}"),
-            Batch("stand-in", [second], f"chain-{second.experiment}")]
+def chain(*units: Unit) -> list[Batch]:
+    return [Batch("stand-in", [u], f"chain-{u.experiment}") for u in units]
 
 
 def wait_for(what: str, pred: Callable[[], bool], limit_s: float = 300) -> None:
@@ -102,8 +105,7 @@ def test_local_chain_never_starts_the_second_job_when_the_first_fails(local_env:
     assert not (second.run_dir / "started").exists(), "the second job must not start"
     end = run_end(second.run_dir)
     assert end["status"] == "failed" and end["source"] == "launcher"
-    assert end["reason"] == (f"not started: it depends on job {subs[0].job_id} (run {first.run_dir}), which ended "
-                             "failed: stand-in command failed")
+    assert end["reason"] == f"not started: stage 1 (run {first.run_dir}) ended failed: stand-in command failed"
     assert rundir.read_json(second.run_dir / "run.json")["status"] == "failed"
 
 
@@ -114,7 +116,7 @@ def test_a_waiting_local_job_can_be_cancelled(local_env: Path, demo_data: Path) 
     wait_for("the first job to start", lambda: (first.run_dir / "started").exists())
     wait_for("the second job to wait", lambda: "waiting for job(s)" in subs[1].queued.stdout.read_text())
     info = status.describe(second.run_dir)
-    assert info["health"]["verdict"] == "queued" and f"waiting for job(s) {subs[0].job_id}" in \
+    assert info["health"]["verdict"] == "waiting" and f"waiting for stage 1 (job {subs[0].job_id})" in \
         info["health"]["message"]
     assert status.cancel(second.run_dir) == [subs[1].job_id]
     wait_for("the second job to end", lambda: not backends.of(prof).running([subs[1].queued]))
@@ -123,6 +125,55 @@ def test_a_waiting_local_job_can_be_cancelled(local_env: Path, demo_data: Path) 
     (first.run_dir / "go").touch()
     pipeline.wait(subs, backends.of(prof), poll_s=0.5)
     assert run_end(first.run_dir)["status"] == "completed" and not (second.run_dir / "started").exists()
+
+
+def test_status_and_list_show_a_chain_waiting_and_a_failed_stage_ends_every_later_one(
+        local_env: Path, demo_data: Path) -> None:
+    prof = profile.load("local")
+    a, b, c = (unit(demo_data, local_env, "a", "holdfail"), unit(demo_data, local_env, "b", "completed"),
+               unit(demo_data, local_env, "c", "completed"))
+    subs = pipeline.submit(chain(a, b, c), prof)
+    ja, jb, jc = (s.job_id for s in subs)
+    # Each later stage depends on every stage before it (the first that failed is the one it names).
+    assert submissions(c.run_dir)[-1]["after"] == [ja, jb]
+    wait_for("the first stage to start", lambda: (a.run_dir / "started").exists())
+    for s in subs[1:]:
+        wait_for("a later stage to wait", lambda s=s: "waiting for job(s)" in s.queued.stdout.read_text())
+    second, third = status.describe(b.run_dir), status.describe(c.run_dir)
+    assert (second["health"]["verdict"], third["health"]["verdict"]) == ("waiting", "waiting")
+    assert second["health"]["message"].startswith(f"waiting for stage 1 (job {ja})")
+    assert third["health"]["message"].startswith(f"waiting for stage 2 (job {jb})")  # the one next in line
+    assert [(m["stage"], m["job_id"], m["this"]) for m in second["chain"]["members"]] == \
+        [(1, ja, False), (2, jb, True), (3, jc, False)]
+    text = status.format_status(second)
+    assert "stage:      2 of 3" in text and f"stage 1:  job {ja}, " in text
+    assert f"stage 3:  job {jc}, not started: {c.run_dir}" in text
+    assert "verdict:    waiting: waiting for stage 1" in text
+    rows = {r["experiment"]: r for r in (listing.row(i) for i in listing.describe_all(local_env))}
+    assert rows["b"]["verdict"] == rows["c"]["verdict"] == "waiting" and rows["a"]["verdict"] != "waiting"
+
+    (a.run_dir / "go").touch()
+    pipeline.wait(subs, backends.of(prof), poll_s=0.5)
+    assert run_end(a.run_dir)["status"] == "failed"
+    for later in (b, c):
+        assert not (later.run_dir / "started").exists(), f"{later.experiment} must not start"
+        end = run_end(later.run_dir)
+        assert (end["status"], end["source"]) == ("failed", "launcher")
+        assert end["reason"] == f"not started: stage 1 (run {a.run_dir}) ended failed: stand-in command failed"
+        assert status.describe(later.run_dir)["health"]["verdict"] == "ended"
+
+
+def test_a_chain_submitted_again_builds_on_a_first_stage_that_had_nothing_left_to_do(
+        local_env: Path, demo_data: Path) -> None:
+    # The trainer records nothing when its run already completed (exit 0): the stage after it starts.
+    prof = profile.load("local")
+    first, second = unit(demo_data, local_env, "a", "noop"), unit(demo_data, local_env, "b", "completed")
+    rundir.record_end(first.run_dir, "a", "earlier", "completed", "num_epochs=1 reached")
+    subs = pipeline.submit(chain(first, second), prof)
+    results = pipeline.wait(subs, backends.of(prof), poll_s=0.5)
+    assert results[first.run_dir] == ("completed", "already completed before this submission; nothing left to do")
+    assert results[second.run_dir] == ("completed", "stand-in command completed")
+    assert (first.run_dir / "started").exists() and (second.run_dir / "started").exists()
 
 
 # -- the same on the real single-node SLURM ------------------------------------------------------------
@@ -181,4 +232,5 @@ def test_slurm_chain_never_starts_the_second_job_when_the_first_fails(slurm_env:
     assert job_state(subs[1].job_id) == ("CANCELLED", "DependencyNeverSatisfied")
     assert not (second.run_dir / "started").exists() and not subs[1].queued.stdout.exists()
     info = status.describe(second.run_dir)
-    assert info["health"]["verdict"] == "dead" and f"start after job(s) {subs[0].job_id}" in info["health"]["message"]
+    assert info["health"]["verdict"] == "ended"
+    assert info["health"]["message"].startswith(f"not started: stage 1 (run {first.run_dir}) ended failed")

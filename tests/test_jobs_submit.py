@@ -6,6 +6,7 @@ needs SLURM: a dry run builds the batch script with submitit's own function and 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -311,3 +312,59 @@ def test_a_folder_edgeflow_did_not_make_is_refused_as_a_run_directory(demo_data:
     assert out.returncode == 2, out.stdout + out.stderr
     assert "is not an edgeflow run directory" in out.stderr
     assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+
+# -- rank and search jobs take the edgeflow commands' own options ------------------------------------------
+
+def _subcommand(name: str) -> argparse.ArgumentParser:
+    (subs,) = [a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return subs.choices[name]
+
+
+def test_jobs_rank_and_search_take_every_option_of_the_edgeflow_commands() -> None:
+    from edgeflow.commands import rank as rank_cmd
+    from edgeflow.commands import search as search_cmd
+
+    for name, command in (("rank", rank_cmd), ("search", search_cmd)):
+        theirs = {s for a in command.build_parser()._actions for s in a.option_strings}
+        ours = {s for a in _subcommand(name)._actions for s in a.option_strings}
+        assert theirs <= ours, f"jobs {name} lacks {sorted(theirs - ours)}"
+
+
+def test_the_rank_and_search_commands_pass_their_options_to_the_job_as_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeflow.commands import rank as rank_cmd
+    from edgeflow.commands import search as search_cmd
+    from jobs import kinds
+
+    args = cli.build_parser().parse_args(["rank", "--cluster", "ci", "--run", "r", "--archs", "000000000", "--json",
+                                          "--set", "eval.batch_size=2", "--set", "eval.pool=['000000000']",
+                                          "--shards", "2"])
+    # --json, an option `jobs rank` has no code for; the selection and --run/--name/--shard the launcher sets.
+    assert kinds.passthrough(rank_cmd.build_parser(), args, kinds.RANK_OWN) == [
+        "--set", "eval.batch_size=2", "--set", "eval.pool=['000000000']", "--json"]
+    args = cli.build_parser().parse_args(["search", "--run", "r", "--evaluations", "20", "--max-flops", "1e9"])
+    assert kinds.passthrough(search_cmd.build_parser(), args, kinds.SEARCH_OWN) == [
+        "--objectives", "epe,flops", "--evaluations", "20", "--population", "50", "--seed", "0",
+        "--max-flops", "1000000000.0"]
+
+    # An option the command gains later reaches the job with no change to the launcher.
+    original = rank_cmd.build_parser
+
+    def grown() -> argparse.ArgumentParser:
+        parser = original()
+        parser.add_argument("--device", help="a device the command learnt")
+        parser.add_argument("--vela-cache", action="store_true", help="a flag it learnt")
+        return parser
+
+    monkeypatch.setattr(rank_cmd, "build_parser", grown)
+    args = cli.build_parser().parse_args(["rank", "--run", "r", "--all", "--device", "ethos-u55-128", "--vela-cache"])
+    assert kinds.passthrough(rank_cmd.build_parser(), args, kinds.RANK_OWN) == [
+        "--device", "ethos-u55-128", "--vela-cache"]
+
+
+def test_jobs_rank_refuses_the_options_the_launcher_owns(tmp_path: Path) -> None:
+    for extra, message in ((["--shard", "0/2"], "--shard: the launcher gives each array element its shard"),
+                           (["--compare", "a.csv", "b.csv"], "--compare: compares two rankings on this machine")):
+        out = run_jobs("rank", "--cluster", "local", "--run", str(tmp_path), "--all", *extra)
+        assert out.returncode == rundir.EXIT_BAD_INPUT and message in out.stderr, out.stderr
