@@ -210,10 +210,16 @@ def job_state(job_id: str) -> tuple[str, str]:
 @pytest.mark.slurm
 def test_slurm_chain_runs_the_second_job_after_the_first(slurm_env: tuple[Path, object], demo_data: Path) -> None:
     base, prof = slurm_env
-    first, second = unit(demo_data, base, "a", "completed"), unit(demo_data, base, "b", "completed")
+    first, second = unit(demo_data, base, "a", "hold"), unit(demo_data, base, "b", "completed")
     subs = pipeline.submit(chain(first, second), prof)  # type: ignore[arg-type]
     script = (second.run_dir / "jobs" / f"{subs[1].job_id}_submission.sh").read_text()
     assert f"#SBATCH --dependency=afterok:{subs[0].job_id}" in script and "#SBATCH --kill-on-invalid-dep=yes" in script
+    wait_for("the first job to start", lambda: (first.run_dir / "started").exists())
+    # Pending on its dependency, before its job started: waiting, not dead.
+    info = status.describe(second.run_dir)
+    assert info["health"]["verdict"] == "waiting", info["health"]
+    assert info["health"]["message"].startswith(f"waiting for stage 1 (job {subs[0].job_id})")
+    (first.run_dir / "go").touch()
     results = pipeline.wait(subs, backends.of(prof), poll_s=1)  # type: ignore[arg-type]
     assert [results[u.run_dir][0] for u in (first, second)] == ["completed", "completed"], results
     assert float((second.run_dir / "started").read_text()) > float(run_end(first.run_dir)["time"])
