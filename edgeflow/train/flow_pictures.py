@@ -65,14 +65,9 @@ def take(model: tf.Module, evaluator: Evaluator, result: EvalResult, epoch: int,
     x, flow = next(iter(eval_batches))
     n = min(count, int(x.shape[0]))
     codes = picture_archs(result)
-    predicted = []
-    truth = None
-    for code in codes:
-        flow_acc = _predict(model, evaluator, code, recal_batches, x, bn_mode)
-        predicted.append(np.asarray(flow_acc)[:n])
-        if truth is None:
-            truth = np.asarray(loss_lib.resize_label(flow, flow_acc))[:n]
+    flows = [_predict(model, evaluator, code, recal_batches, x, bn_mode) for code in codes]
+    truth = np.asarray(loss_lib.resize_label(flow, flows[0]))[:n]  # the label as the EPE sees it
     ids = [s.sample_id for s in sorted(val_samples, key=lambda s: sort_key(s.sample_id))[:n]]
     return FlowSamples(epoch=epoch, sample_ids=ids, frames=_frames_rgb(np.asarray(x)[:n]), truth=truth,
                        archs=codes, arch_epe=[result.arch_epe[c] for c in codes],
-                       predicted=np.stack(predicted), bn_mode=bn_mode)
+                       predicted=np.stack([np.asarray(f)[:n] for f in flows]), bn_mode=bn_mode)
