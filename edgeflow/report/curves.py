@@ -249,7 +249,7 @@ def figure(runs: list[RunCurves]) -> Figure:
                 ax.axvline(epoch - 0.5, color=colour, linestyle=":", alpha=0.5)
     if len(runs) > 1:
         handles, labels = loss.get_legend_handles_labels()
-        curves.legend(handles, labels, loc="outside upper center", ncol=min(len(runs), 4), fontsize=9)
+        curves.legend(handles, labels, loc="outside lower center", ncol=min(len(runs), 4), fontsize=9)
     names = ", ".join(r.name for r in runs)
     curves.suptitle(f"edgeflow: {names}" + ("  (dotted: resumed)" if any(r.restarts for r in runs) else ""))
     for part, run in zip(parts[1:], pictured, strict=True):
