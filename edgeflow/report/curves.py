@@ -171,7 +171,7 @@ def _rank_panel(ax: Any, run: RunCurves) -> None:
     """Each arch's rank in the pool over the evaluations, labelled at its right end with its code and
     latest EPE (no legend to cover the lines)."""
     ranks = run.ranks()
-    _panel(ax, f"{run.name}: rank of each pool arch by EPE (1 = best); label: arch, last EPE",
+    _panel(ax, f"{run.name}: rank of each pool arch by EPE\n(1 = best; label: arch code, last EPE)",
            "rank in the pool")
     if not ranks:
         ax.text(0.5, 0.5, "no evaluation with per-arch EPE yet", transform=ax.transAxes, ha="center")
@@ -191,6 +191,7 @@ def _rank_panel(ax: Any, run: RunCurves) -> None:
     count = len(ranks)
     ax.set_ylim(count + 0.6, 0.4)
     ax.set_xlim(epochs[0] - 0.05 * span, epochs[-1] + 0.45 * span)
+    ax.set_xticks([t for t in ax.get_xticks() if epochs[0] <= t <= epochs[-1]])  # none under the labels
     ax.set_yticks(range(1, count + 1) if count <= 16 else range(1, count + 1, math.ceil(count / 12)))
 
 
