@@ -32,25 +32,51 @@ def human_duration(seconds: float | None) -> str:
     return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
 
 
-def _number(value: float) -> str:
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.4f}" if abs(value) < 1000 else f"{value:.1f}"
+def significant(value: Any, digits: int = 4) -> str:
+    """A figure for people to `digits` significant digits, trailing zeros kept (2.900, 5.148, 0.01230):
+    how every EPE is shown. "-" when missing or not a number; nan/inf as such."""
+    if isinstance(value, bool):
+        return "-"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return "-"
+    if not math.isfinite(number):
+        return str(number)
+    if number != 0 and abs(number) >= 10 ** digits:
+        return f"{number:.0f}"
+    return f"{number:#.{digits}g}".rstrip(".")
+
+
+def against_zero_flow(best: Any, zero_flow: Any) -> str:
+    """A result against the bar any learning must clear: "best 2.900 vs zero flow 5.148 (-44 %)"."""
+    text = f"best {significant(best)} vs zero flow {significant(zero_flow)}"
+    try:
+        change = 100.0 * (float(best) - float(zero_flow)) / float(zero_flow)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return text
+    return text + (f" ({change:+.0f} %)" if math.isfinite(change) else "")
 
 
 class Reporter:
     """Counts units of work (steps, samples, archs) of one loop and shows how it goes.
 
     `later_units`: units still to come after this loop (the rest of the run), for the run's time left;
+    `later_seconds`: measured seconds the rest of the run spends outside such units (evaluations,
+    checkpoints), added to it; `later_measured=False` says some of that is not measured yet, and the
+    run's time left is shown as a lower bound (">1h02m").
     `samples` passed to `update` give samples/s; any other keyword (loss=...) is shown as a figure.
     """
 
     def __init__(self, label: str, total: int, *, unit: str = "step", done: int = 0, later_units: int = 0,
-                 every_seconds: float = 60.0, stream: TextIO | None = None, tty: bool | None = None,
+                 later_seconds: float = 0.0, later_measured: bool = True, every_seconds: float = 60.0,
+                 stream: TextIO | None = None, tty: bool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.label, self.total, self.unit = label, max(int(total), 0), unit
         self.done = self.start_done = int(done)
         self.later_units = max(int(later_units), 0)
+        self.later_seconds = max(float(later_seconds), 0.0)
+        self.later_measured = later_measured
         self.every_seconds = every_seconds
         self.stream = stream if stream is not None else sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
@@ -87,7 +113,11 @@ class Reporter:
 
     def run_seconds_left(self) -> float | None:
         rate = self.rate()
-        return (self.total - self.done + self.later_units) / rate if rate else None
+        return (self.total - self.done + self.later_units) / rate + self.later_seconds if rate else None
+
+    def run_left_text(self) -> str:
+        left = human_duration(self.run_seconds_left())
+        return left if self.later_measured or left == "?" else f">{left}"
 
     def line(self) -> str:
         """The plain progress line (also what the tests read)."""
@@ -99,10 +129,10 @@ class Reporter:
             speed.append(f"{sps:.1f} samples/s")
         parts.append(", ".join(speed))
         left = f"left {human_duration(self.seconds_left())}"
-        if self.later_units:
-            left += f" (run {human_duration(self.run_seconds_left())})"
+        if self.later_units or self.later_seconds or not self.later_measured:
+            left += f" (run {self.run_left_text()})"
         parts.append(left)
-        parts += [f"{k} {_number(v)}" for k, v in self.figures.items()]
+        parts += [f"{k} {significant(v)}" for k, v in self.figures.items()]
         return " | ".join(parts)
 
     # ---------------------------------------------------------------- updates
@@ -138,9 +168,9 @@ class Reporter:
         rate, sps = self.rate(), self.samples_per_second()
         info = [f"{rate:.2f} {self.unit}/s" if rate is not None else "",
                 f"{sps:.1f} samples/s" if sps is not None else ""]
-        if self.later_units:
-            info.append(f"run left {human_duration(self.run_seconds_left())}")
-        info += [f"{k} {_number(v)}" for k, v in self.figures.items()]
+        if self.later_units or self.later_seconds or not self.later_measured:
+            info.append(f"run left {self.run_left_text()}")
+        info += [f"{k} {significant(v)}" for k, v in self.figures.items()]
         return "  ".join(i for i in info if i)
 
     def _start_bar(self) -> None:

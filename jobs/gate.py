@@ -20,6 +20,9 @@ class GateResult:
     ok: bool
     reason: str
     report: str  # the preflight report as the user should see it
+    # What the node prints, after the login node printed the table at submission: the one OK line when the
+    # data passed with nothing to point out (no invalid sample, no note), else the whole report.
+    brief: str = ""
 
 
 def run_gate(cfg: Config) -> GateResult:
@@ -30,4 +33,6 @@ def run_gate(cfg: Config) -> GateResult:
         reason = f"{type(exc).__name__}: {exc}"
         return GateResult(False, reason, f"preflight could not run: {reason}")
     reason = report.reason or ("" if report.ok else "preflight failed")
-    return GateResult(report.ok, reason, report.to_text())
+    text = report.to_text()
+    clean = report.ok and not report.notes and not any(r.scan is not None and r.scan.invalid for r in report.rows)
+    return GateResult(report.ok, reason, text, text.splitlines()[-1] if clean else text)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
-from edgeflow.progress import human_duration
+from edgeflow.progress import human_duration, significant
 
 from . import health
 
@@ -33,7 +33,7 @@ def row(info: dict[str, Any]) -> dict[str, str]:
         "status": str(info["status"]),
         "verdict": str(verdict.get("verdict", "")),
         "epoch": "-" if epoch is None else f"{epoch}" + (f"/{total}" if total else ""),
-        "best EPE": "-" if best is None else f"{best:.4g}",
+        "best EPE": significant(best),
         "last progress": "-" if age is None else f"{human_duration(age)} ago",
         "queue": ", ".join(f"{j} {s}" for j, s in sorted(queue.items())) or "-",
     }

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import jobenv, rundir
-from edgeflow.progress import human_duration
+from edgeflow.progress import against_zero_flow, human_duration, significant
 
 from . import backends, chain, health
 from .records import SUBMISSIONS_FILE, index_lookup, index_path, submissions
@@ -51,6 +51,21 @@ def _last(events: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     return next((e for e in reversed(events) if e.get("event") == kind), None)
 
 
+def _epoch_wall(events: list[dict[str, Any]]) -> float | None:
+    """Measured wall time per epoch (evaluation and checkpoints included), the mean over the latest start's
+    epochs; its first epoch counts only when alone (it pays the step's trace and follows no evaluation)."""
+    walls: list[float] = []
+    for e in events:
+        if e.get("event") == "run_start":
+            walls = []
+        elif e.get("event") == "epoch":
+            value = rundir.as_float(e.get("epoch_wall_seconds"))
+            if value is not None and value >= 0:
+                walls.append(value)
+    walls = walls[1:] or walls
+    return sum(walls) / len(walls) if walls else None
+
+
 def describe(run_dir: Path, stall_s: float = health.DEFAULT_STALL_SECONDS) -> dict[str, Any]:
     """Everything `status` prints, as a dict (also used by the tests and `--json`)."""
     paths = rundir.RunPaths(run_dir)
@@ -81,7 +96,9 @@ def describe(run_dir: Path, stall_s: float = health.DEFAULT_STALL_SECONDS) -> di
         "stdout": last.get("stdout"),
         "stderr": last.get("stderr"),
         "epoch": _last(events, "epoch"),
+        "epoch_wall_seconds": _epoch_wall(events),
         "eval": _last(events, "eval"),
+        "zero_flow_epe": (_last(events, "run_start") or {}).get("zero_flow_epe"),
         "run_end": _last(events, "run_end"),
         # A warm start (init_from) also names the checkpoint it read as resumed_from; it is no resume.
         "resumes": sum(1 for e in events if e.get("event") == "run_start" and e.get("resumed_from")
@@ -92,9 +109,9 @@ def describe(run_dir: Path, stall_s: float = health.DEFAULT_STALL_SECONDS) -> di
 
 
 def _round(value: Any, digits: int = 4) -> str:
-    """A figure for people: 4 significant digits, `-` when missing."""
+    """A figure for people: 4 significant digits (trailing zeros kept), `-` when missing."""
     number = rundir.as_float(value)
-    return "-" if number is None else f"{number:.{digits}g}"
+    return "-" if number is None else significant(number, digits)
 
 
 def format_status(info: dict[str, Any]) -> str:
@@ -128,14 +145,19 @@ def format_status(info: dict[str, Any]) -> str:
     if info["epoch"]:
         e = info["epoch"]
         total = (info.get("state") or {}).get("num_epochs")
+        steps = human_duration(rundir.as_float(e.get("epoch_seconds")))
+        wall = info.get("epoch_wall_seconds")
+        per_epoch = (f"{human_duration(wall)} per epoch with evaluation and checkpoints, {steps} of it training "
+                     f"steps" if wall is not None else f"{steps} of training steps per epoch")
         lines.append(f"last epoch: {e.get('epoch')}" + (f"/{total}" if total else "") +
-                     f" (step {e.get('step')}, train loss {_round(e.get('train_loss'))}, "
-                     f"{human_duration(rundir.as_float(e.get('epoch_seconds')))} per epoch)")
+                     f" (step {e.get('step')}, train loss {_round(e.get('train_loss'))}, {per_epoch})")
     if info["eval"]:
         v = info["eval"]
         lines.append(f"last eval:  epoch {v.get('epoch')} mean EPE {_round(v.get('mean_epe'))} "
                      f"(best {_round(v.get('best_epe'))} at epoch {v.get('best_epoch')}; "
                      f"{v.get('bad_epochs')}/{v.get('patience')} without improvement)")
+        if info.get("zero_flow_epe") is not None:
+            lines.append(f"result:     {against_zero_flow(v.get('best_epe'), info['zero_flow_epe'])}")
     init = info.get("init_from")
     if isinstance(init, dict) and init.get("run"):
         lines.append(f"init from:  the {init.get('checkpoint')} checkpoint of {init['run']} "

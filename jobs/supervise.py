@@ -164,7 +164,7 @@ class NodeJob(Checkpointable):
 
         gate = run_gate(cfg)
         if gate.report:
-            print(gate.report, flush=True)
+            print(f"node {host}: {gate.brief or gate.report}", flush=True)
         if not gate.ok:
             reason = f"preflight on node {host} failed: {gate.reason}"
             # Bad data: its own status, and no requeue (raising ends the job for submitit).

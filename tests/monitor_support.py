@@ -35,7 +35,8 @@ def write_full_run(directory: Path, experiment: str = "exp", job_id: str | None 
         log.emit("heartbeat", epoch=epoch, step=epoch * 12 - 6, samples_per_second=40.0)
         log.emit("epoch", epoch=epoch, step=epoch * 12, lr=1e-3 / epoch, train_loss=4.0 - epoch * 0.5,
                  grad_norm=20.0 - epoch, grad_norm_p90=30.0 - epoch, clip_rate=0.0, fairness_gap=0,
-                 nonfinite_steps=0, epoch_seconds=10.0 + epoch, samples_per_second=42.0)
+                 nonfinite_steps=0, epoch_seconds=10.0 + epoch, samples_per_second=42.0,
+                 epoch_wall_seconds=14.0 + epoch)
         # the ranking's stability against the previous evaluation (and the best one's): from the second on
         stability = {"pool_rank_tau": 1.0, "pool_rank_tau_best": 1.0} if epoch > 1 else {}
         log.emit("eval", epoch=epoch, mean_epe=6.0 - epoch * 0.3, std_epe=0.4, median_epe=5.9 - epoch * 0.3,

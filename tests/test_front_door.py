@@ -66,3 +66,47 @@ def test_make_submit_passes_each_set_as_an_override(tmp_path) -> None:
     typo = subprocess.run(["make", "-s", "submit", "CLUSTER=local", "SET=train.bach_size=2"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert typo.returncode != 0 and "train.bach_size: unknown key" in typo.stderr, typo.stderr
+
+
+def test_readme_says_how_to_reach_the_installed_commands_and_the_data() -> None:
+    import sys
+    from pathlib import Path
+
+    from edgeflow.cli import COMMANDS
+
+    text = (REPO / "README.md").read_text()
+    for needed in ("python3-venv", "source .venv/bin/activate", ".venv/bin/edgeflow", "FlyingChairs2",
+                   "lmb.informatik.uni-freiburg.de", "--set data.train_dir=", "No module named matplotlib"):
+        assert needed in text, needed
+    # Every command the README shows exists: make targets, edgeflow commands.
+    makefile = (REPO / "Makefile").read_text()
+    targets = {m.group(1) for m in re.finditer(r"^([a-z][a-z0-9-]*):(?!=)", makefile, re.M)}
+    shown = set(re.findall(r"(?:^|[`(]|sudo )make ([a-z][a-z0-9-]*)", text, re.M))
+    assert shown and shown <= targets, sorted(shown - targets)
+    commands = set(re.findall(r"(?:^|`)(?:\.venv/bin/)?(?:edgeflow|python -m edgeflow) +([a-z][a-z0-9-]*)",
+                              text, re.M))
+    assert {"report", "preflight", "train"} <= commands and commands <= set(COMMANDS) | {"jobs", "monitor"}, \
+        sorted(commands - set(COMMANDS))
+    # The installed command the README points at is there and runs.
+    installed = Path(sys.executable).parent / "edgeflow"
+    out = subprocess.run([str(installed), "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "report" in out.stdout, out.stderr
+
+
+def test_the_node_gate_says_one_line_unless_something_is_to_see(tmp_path, demo_data) -> None:
+    from edgeflow import config
+    from jobs.gate import run_gate
+    from tests.helpers import tiny_config
+
+    clean = run_gate(config.load(tiny_config(tmp_path, demo_data, name="clean")))
+    assert clean.ok and clean.brief == "preflight: OK: 24 training and 8 validation samples (val_dir)"
+    assert "split" in clean.report and clean.brief != clean.report  # the login node shows the table
+    data = tmp_path / "data"
+    shutil.copytree(demo_data, data)
+    broken = data / "train" / "0000003-img_0.png"
+    broken.write_bytes(broken.read_bytes()[:100])
+    excused = run_gate(config.load(tiny_config(tmp_path, data, name="excused"), ["data.allow_excluded_samples=1"]))
+    assert excused.ok and excused.brief == excused.report and "0000003-img_0.png" in excused.brief
+    # The demo shows the table once: the launcher's gate prints it, the demo does not run its own preflight.
+    demo = (REPO / "scripts" / "demo.sh").read_text()
+    assert "edgeflow preflight" not in demo and demo.rstrip().endswith('<<<"$REPORT")"')

@@ -95,6 +95,38 @@ def test_list_and_logs(tmp_path: Path) -> None:
     assert out.count("==> ") == 2
 
 
+def test_status_and_list_show_epe_to_4_digits_against_zero_flow_and_the_measured_epoch_time(tmp_path: Path) -> None:
+    name, now = "timed", time.time()
+    run = tmp_path / name
+    run.mkdir()
+
+    def epoch(e: int, wall: float) -> dict:
+        return build_event("epoch", name, "1", dict(epoch=e, step=6 * e, lr=1e-3, train_loss=1.5, grad_norm=2.0,
+                                                     grad_norm_p90=3.0, clip_rate=0.0, fairness_gap=0,
+                                                     nonfinite_steps=0, epoch_seconds=17.0, samples_per_second=4.0,
+                                                     epoch_wall_seconds=wall), now - 100 + e)
+
+    events = [
+        build_event("run_start", name, "1", dict(train_samples=24, val_samples=8, resumed_from=None, start_epoch=1,
+                                                 num_epochs=10, patience=5, zero_flow_epe=5.1479), now - 200),
+        # The first epoch of a start pays the trace and follows no evaluation: left out of the mean.
+        epoch(1, 90.0), epoch(2, 34.0), epoch(3, 36.0),
+        build_event("eval", name, "1", dict(epoch=3, mean_epe=2.9, std_epe=0.1, median_epe=2.9, p90_epe=3.0,
+                                            arch_epe={"000000000": 2.9}, best_epe=2.9, best_epoch=3, bad_epochs=0,
+                                            patience=5, improved=True), now - 90),
+    ]
+    (run / rundir.EVENTS_FILE).write_text("".join(rundir.to_json(e) + "\n" for e in events))
+    rundir.atomic_write_json(run / rundir.RUN_FILE, {"experiment": name, "status": "completed", "job_ids": ["1"]})
+    rundir.atomic_write_json(run / rundir.STATE_FILE, {"experiment": name, "status": "completed", "epoch": 3,
+                                                       "num_epochs": 10, "best_epe": 2.9, "best_epoch": 3})
+    out = run_cli("jobs", "status", str(run)).stdout
+    assert "35s per epoch with evaluation and checkpoints, 17s of it training steps" in out, out
+    assert "mean EPE 2.900 (best 2.900 at epoch 3" in out, out
+    assert "result:     best 2.900 vs zero flow 5.148 (-44 %)" in out, out
+    listed = run_cli("jobs", "list", "--root", str(tmp_path)).stdout.splitlines()
+    assert listed[1].split()[:5] == ["timed", "completed", "ended", "3/10", "2.900"], listed
+
+
 @pytest.mark.parametrize("mode", [["--textfile", "/proc"], ["--pushgateway", "http://127.0.0.1:9"]],
                          ids=["textfile-unwritable", "pushgateway-unreachable"])
 def test_monitor_once_exits_nonzero_when_the_export_fails(tmp_path: Path, mode: list[str]) -> None:

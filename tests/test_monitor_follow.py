@@ -282,7 +282,8 @@ EXPORTED_BEFORE = {
     "search_best_epe": "gauge", "search_front_size": "gauge", "run_end_timestamp_seconds": "gauge",
     "arch_epe": "gauge", "run_status": "gauge",
 }
-NEW_FIGURES = {"zero_flow_epe": "gauge", "pool_rank_tau": "gauge", "pool_rank_tau_best": "gauge"}
+NEW_FIGURES = {"zero_flow_epe": "gauge", "pool_rank_tau": "gauge", "pool_rank_tau_best": "gauge",
+               "epoch_wall_seconds": "gauge"}
 
 
 def test_run_metrics_are_the_figures_table_plus_what_the_monitor_derives(tmp_path):

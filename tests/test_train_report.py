@@ -33,7 +33,7 @@ def test_console_line_shows_loss_norm_epe_best_patience_and_speed() -> None:
               "samples_per_second": 12.3, "nonfinite_steps": 0}
     ev = {"mean_epe": 3.2, "std_epe": 0.1, "best_epe": 3.1, "best_epoch": 2, "bad_epochs": 1, "patience": 15}
     line = epoch_line(3, 10, fields, ev)
-    for part in ("epoch 3/10", "loss 1.2346", "grad_norm 4.500", "EPE 3.2000", "best 3.1000 @2",
+    for part in ("epoch 3/10", "loss 1.2346", "grad_norm 4.500", "EPE 3.200 +- 0.1000", "best 3.100 @2",
                  "early-stop 1/15", "12.3 samples/s"):
         assert part in line
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import yaml
 
 from edgeflow import rundir
 from edgeflow.rundir import read_events
+from edgeflow.rundir.flow_samples_file import read_flow_samples
 from tests.helpers import run_cli, tiny_config
 
 pytestmark = pytest.mark.slow  # trains: tests/conftest.py schedules these files first
@@ -101,6 +103,11 @@ def test_run_directory_files_and_exit_code(finished_run) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "train_samples=24" in proc.stdout and "val_samples=8" in proc.stdout
     assert "epoch 2/2" in proc.stdout and "early-stop" in proc.stdout and "samples/s" in proc.stdout
+    # The log ends with the result against the zero-flow EPE, and the last evaluation's flow pictures are kept.
+    result = re.compile(r"^result: best [\d.]{5} vs zero flow [\d.]{5} \([+-]\d+ %\) \(epoch [12]\)$", re.M)
+    assert result.search(proc.stdout), proc.stdout[-2000:]
+    samples = read_flow_samples(run / rundir.FLOW_SAMPLES_FILE)
+    assert samples.epoch == 2 and sorted(samples.archs) == ["000000000", "222222222"]
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["job_ids"] == ["4242"] and info["image"] == "img.sif"
     assert (info["train_samples"], info["val_samples"], info["val_source"]) == (24, 8, "val_dir")
@@ -132,6 +139,7 @@ def test_events_carry_exactly_the_design_fields(finished_run) -> None:
     assert [e["kind"] for e in events if e["event"] == "checkpoint"].count("latest") == 2
     epochs = [e for e in events if e["event"] == "epoch"]
     assert all(e["fairness_gap"] == 0 and e["nonfinite_steps"] == 0 for e in epochs)
+    assert all(e["epoch_wall_seconds"] > 0 for e in epochs)  # measured around the steps: evaluation included
     assert epochs[0]["lr"] > epochs[1]["lr"] > 0  # cosine decays
     assert events[-1]["status"] == "completed"
 

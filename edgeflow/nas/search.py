@@ -42,7 +42,9 @@ FRONT_CSV = "front.csv"
 FRONT_PNG = "front.png"
 # objective name -> results column
 OBJECTIVES = {"epe": "epe_mean", "flops": "flops", "params": "params", "latency": "latency_ms"}
-COST_LABELS = {"flops": "FLOPs per sample", "params": "parameters", "latency": "latency figure (ms)"}
+# The front plot's axis: a readable unit instead of matplotlib's 1e9 offset (divisor, label).
+PLOT_UNITS = {"flops": (1e9, "GFLOPs per sample"), "params": (1e6, "parameters (millions)"),
+              "latency": (1.0, "latency figure (ms)")}
 # Objective value of an arch that breaks a constraint: never evaluated, ranked by its violation only.
 INFEASIBLE = 1e12
 
@@ -325,19 +327,27 @@ def write_plot(plan: SearchPlan, visited: Sequence[dict[str, Any]], best: Sequen
 
     cost = plan.settings.objectives[1]
     column = OBJECTIVES[cost]
+    divisor, unit = PLOT_UNITS[cost]
+
+    def xs(rows: Sequence[dict[str, Any]]) -> list[float]:
+        return [float(r[column]) / divisor for r in rows]
+
     seen = {r["code"] for r in visited}
     others = [r for c, r in plan.cache.items() if c not in seen]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     try:
         if others:
-            ax.scatter([r[column] for r in others], [r["epe_mean"] for r in others], s=10, c="0.8",
+            ax.scatter(xs(others), [r["epe_mean"] for r in others], s=10, c="0.8",
                        label=f"other ranked archs ({len(others)})")
-        ax.scatter([r[column] for r in visited], [r["epe_mean"] for r in visited], s=14, c="tab:blue",
+        ax.scatter(xs(visited), [r["epe_mean"] for r in visited], s=14, c="tab:blue",
                    label=f"evaluated by the search ({len(visited)})")
         line = sorted(best, key=lambda r: r[column])
-        ax.plot([r[column] for r in line], [r["epe_mean"] for r in line], "-o", c="tab:red", ms=6,
+        ax.plot(xs(line), [r["epe_mean"] for r in line], "-o", c="tab:red", ms=6,
                 label=f"Pareto front ({len(best)})")
-        ax.set_xlabel(COST_LABELS[cost])
+        for x, r in zip(xs(line), line, strict=True):  # the front's archs by name, to pick one from the plot
+            ax.annotate(str(r["code"]), (x, r["epe_mean"]), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                        color="tab:red", family="monospace")
+        ax.set_xlabel(unit)
         ax.set_ylabel("EPE (mean over eval batches)")
         ax.set_title(f"{plan.run.cfg.runtime.experiment_name}: {plan.name}", fontsize=9)
         ax.grid(alpha=0.3)

@@ -21,7 +21,7 @@ from edgeflow.rundir.jsonsafe import as_float, to_json
 #   run_start: zero_flow_epe, warm_start_from, init_from, early_stop_reset, previous_num_epochs,
 #              data (sample-set record), data_change, replicas, hosts
 #   heartbeat: replicas
-#   epoch:     grad_norm_p50, grad_norm_p99, clip_count, overflow_steps, loss_scale
+#   epoch:     grad_norm_p50, grad_norm_p99, clip_count, overflow_steps, loss_scale, epoch_wall_seconds
 #   eval:      bn_mode
 #   checkpoint: batch_in_epoch
 #   search:    element (the writer's job id), shard, archs_per_minute, generation, new_evaluations

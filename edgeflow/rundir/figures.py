@@ -69,6 +69,12 @@ FIGURES: tuple[Figure, ...] = (
     Figure("loss_scale", "1", _E, "float16 dynamic loss scale after the last epoch.", tensorboard="train"),
     Figure("epoch_seconds", "s", _E, "Wall time of the last epoch's training steps.", "epoch_duration_seconds",
            tensorboard="train", csv=True),
+    # Measured from the end of one epoch's training steps to the end of the next one's: what an epoch
+    # really costs, the previous epoch's evaluation, checkpoints and events included (for the first
+    # epoch of a start: from its start, the step's trace included).
+    Figure("epoch_wall_seconds", "s", _E, "Wall time of the last epoch with everything around its steps: the time "
+           "between the ends of two epochs' training steps (evaluation and checkpoints included).",
+           "epoch_wall_seconds", tensorboard="train", csv=True),
     Figure("samples_per_second", "samples/s", ("heartbeat", "epoch"), "Training throughput (latest heartbeat or "
            "epoch).", "samples_per_second", tensorboard="train", csv=True),
     # an evaluation of the pool

@@ -17,6 +17,7 @@ JOBS_DIR = "jobs"
 TENSORBOARD_DIR = "tensorboard"
 LOCK_FILE = ".lock"  # held by the run's trainer (edgeflow/rundir/lock.py)
 SAMPLES_FILE = "samples.json"  # the sample ids of the run's current sample set (a resume compares them)
+FLOW_SAMPLES_FILE = "flow_samples.npz"  # the latest evaluation's flow pictures (rundir/flow_samples_file.py)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,10 @@ class RunPaths:
     @property
     def samples(self) -> Path:
         return self.root / SAMPLES_FILE
+
+    @property
+    def flow_samples(self) -> Path:
+        return self.root / FLOW_SAMPLES_FILE
 
     @property
     def checkpoints(self) -> Path:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeflow.progress import significant
+
 
 @dataclass
 class EpochStats:
@@ -92,8 +94,8 @@ def epoch_line(epoch: int, num_epochs: int, epoch_fields: dict[str, Any],
              f"grad_norm {_fmt(epoch_fields['grad_norm'], '.3f')} (p90 {_fmt(epoch_fields['grad_norm_p90'], '.3f')},"
              f" clip {_fmt(epoch_fields['clip_rate'], '.0%')})"]
     if eval_fields is not None:
-        parts += [f"EPE {_fmt(eval_fields['mean_epe'])} +- {_fmt(eval_fields['std_epe'])}",
-                  f"best {_fmt(eval_fields['best_epe'])} @{eval_fields['best_epoch']}",
+        parts += [f"EPE {significant(eval_fields['mean_epe'])} +- {significant(eval_fields['std_epe'])}",
+                  f"best {significant(eval_fields['best_epe'])} @{eval_fields['best_epoch']}",
                   f"early-stop {eval_fields['bad_epochs']}/{eval_fields['patience']}"]
     else:
         parts.append("EPE not evaluated")

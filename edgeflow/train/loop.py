@@ -20,7 +20,8 @@ from edgeflow import jobenv, progress, rundir
 from edgeflow.config import dump as config_dump
 from edgeflow.data.pipeline import data_error_message, is_data_error, steps_per_epoch, train_dataset
 from edgeflow.space.sampler import FairSampler
-from edgeflow.train import distribute, early_stop, epoch_stats, workers
+from edgeflow.train import distribute, early_stop, epoch_stats, flow_pictures, workers
+from edgeflow.train.epoch_clock import EpochClock, evaluates
 from edgeflow.train.evaluate import Evaluator, datasets, zero_flow_epe
 from edgeflow.train.feed import EpochFeed
 from edgeflow.train.recorder import NullRecorder, Recorder, RunDirWriteError
@@ -71,6 +72,10 @@ class Trainer:
                               else NullRecorder(plan, self.job_id, self.task.index))
         self._feed: tuple[tuple[int, int], EpochFeed] | None = None
         self.state = TrainState()
+        # Measured wall time around the steps (evaluation, checkpoints): the epoch event and the ETA.
+        self.clock = EpochClock(cfg.eval.every_epochs, cfg.train.num_epochs)
+        self._epoch_wall = 0.0
+        self.zero_flow_epe: float | None = None
 
     def run(self) -> int:
         """Train to the end, an early stop, a divergence or a preemption; returns the exit code."""
@@ -85,7 +90,8 @@ class Trainer:
             recal, evals = datasets(cfg, self.plan.splits.train, self.plan.splits.val)
             start_fields["zero_flow_epe"] = zero_flow_epe(self.model, evals)
             self.zero_flow_epe = start_fields["zero_flow_epe"]
-            print(f"EPE of predicting zero flow on the eval batches: {self.zero_flow_epe:.4f}", flush=True)
+            print(f"EPE of predicting zero flow on the eval batches: {progress.significant(self.zero_flow_epe)}",
+                  flush=True)
             self.rec.record("run_start", train_samples=len(self.plan.splits.train),
                             val_samples=len(self.plan.splits.val), start_epoch=self.state.epoch + 1,
                             num_epochs=cfg.train.num_epochs, patience=cfg.eval.early_stop_patience,
@@ -134,9 +140,11 @@ class Trainer:
         cfg, state = self.cfg, self.state
         skip = self._skip(state.batch_in_epoch)
         feed = self._take_feed(epoch, skip)
+        self.clock.steps_start(epoch)
+        later_seconds, measured = self.clock.later_seconds(epoch)
         bar = progress.Reporter(f"epoch {epoch}/{cfg.train.num_epochs}", self.spe, done=skip, tty=self.tty,
-                                later_units=(cfg.train.num_epochs - epoch) * self.spe,
-                                every_seconds=cfg.runtime.progress_seconds)
+                                later_units=(cfg.train.num_epochs - epoch) * self.spe, later_seconds=later_seconds,
+                                later_measured=measured, every_seconds=cfg.runtime.progress_seconds)
         last_beat, beat_samples = time.time(), 0
         # Step time runs from one step's end to the next, so waiting for input counts against throughput.
         mark = time.perf_counter()
@@ -158,6 +166,7 @@ class Trainer:
             if result.stop and state.batch_in_epoch < self.spe:
                 bar.close()
                 return False
+        self._epoch_wall = self.clock.steps_end(epoch)
         # The next epoch's input starts now, while this one is evaluated and checkpointed.
         self._prepare_feed(epoch + 1, 0)
         bar.close()
@@ -193,13 +202,13 @@ class Trainer:
         """Epoch event, evaluation, early stopping, checkpoints; an exit code when the run ends."""
         cfg, state = self.cfg, self.state
         epoch_fields = dict(state.epoch_stats.summary(), epoch=epoch, step=state.step,
-                            fairness_gap=self.sampler.fairness_gap(),
+                            fairness_gap=self.sampler.fairness_gap(), epoch_wall_seconds=self._epoch_wall,
                             lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon, cfg.train.lr_schedule))
         if self.step_fn.loss_scale is not None:
             epoch_fields["loss_scale"] = float(self.step_fn.loss_scale.scale.numpy())
         self.rec.record("epoch", **epoch_fields)
         eval_fields, stop, improved = None, False, False
-        if epoch % cfg.eval.every_epochs == 0 or epoch == cfg.train.num_epochs:
+        if evaluates(epoch, cfg.eval.every_epochs, cfg.train.num_epochs):
             result = self.evaluator.evaluate(cfg.eval.pool, recal, evals)
             decision = early_stop.update(state.early_stop, epoch, result.mean_epe, min_delta=cfg.eval.min_delta,
                                          patience=cfg.eval.early_stop_patience,
@@ -210,6 +219,10 @@ class Trainer:
                                bad_epochs=es.bad_epochs, patience=cfg.eval.early_stop_patience, improved=improved,
                                bn_mode=cfg.eval.bn_mode)
             self.rec.record("eval", **eval_fields)
+            # Pictures of the best and worst arch's flow on a few eval samples (every task computes, as in
+            # the evaluation; only the chief's recorder writes).
+            self.rec.flow_samples(flow_pictures.take(self.model, self.evaluator, result, epoch, recal, evals,
+                                                     self.plan.splits.val, cfg.eval.bn_mode))
         state.epoch, state.batch_in_epoch = epoch, 0
         state.epoch_stats = epoch_stats.EpochStats()
         ending = "early_stopped" if stop else ("completed" if epoch >= cfg.train.num_epochs else None)
@@ -221,7 +234,7 @@ class Trainer:
         if ending == "early_stopped":
             es = state.early_stop
             return self._end("early_stopped", f"no improvement of mean EPE for {es.bad_epochs} evaluations "
-                             f"(best {es.best:.4f} at epoch {es.best_epoch})", rundir.EXIT_OK)
+                             f"(best {progress.significant(es.best)} at epoch {es.best_epoch})", rundir.EXIT_OK)
         if ending == "completed":
             return self._end("completed", f"num_epochs={cfg.train.num_epochs} reached", rundir.EXIT_OK)
         return None
@@ -337,4 +350,8 @@ class Trainer:
                 pass
         self.rec.end(status, reason, code)
         print(f"run {status}: {reason} ({self.plan.paths.root})", flush=True)
+        es = self.state.early_stop
+        if es.best_epoch:
+            print(f"result: {progress.against_zero_flow(es.best, self.zero_flow_epe)} (epoch {es.best_epoch})",
+                  flush=True)
         return code

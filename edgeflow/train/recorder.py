@@ -6,8 +6,10 @@ chief writes" is a type, not a convention scattered through the loop.
 
 One call feeds every writer: `record("epoch", **fields)` appends the event to events.jsonl, writes the
 TensorBoard scalars the figure table (edgeflow/rundir/figures.py) names for it, and rebuilds
-metrics.csv, so the three can never disagree. A write that fails (a read-only or full file system)
-raises `RunDirWriteError` naming the file, which ends the run with one clear line.
+metrics.csv, so the three can never disagree. `flow_samples` keeps an evaluation's flow pictures
+(flow_samples.npz, which `edgeflow report` draws) and writes them as TensorBoard images. A write that
+fails (a read-only or full file system) raises `RunDirWriteError` naming the file, which ends the run
+with one clear line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
+from edgeflow.rundir.flow_samples_file import FlowSamples, write_flow_samples
 from edgeflow.train.checkpoint import CheckpointStore, Pointer
 from edgeflow.train.start import Plan, write_run_start_files
 
@@ -43,6 +46,7 @@ class Recorder:
         self.store = CheckpointStore(self.paths.checkpoints)
         self._events: rundir.EventLog | None = None
         self._summaries: Any = None
+        self._pictures_note = ""  # why TensorBoard gets no flow pictures (said once)
 
     # ------------------------------------------------------------------------------ start and end
     def start(self, **run_fields: Any) -> None:
@@ -77,12 +81,29 @@ class Recorder:
             self._guard(str(self.paths.metrics), self._metrics_csv)
         return written
 
-    def _tensorboard(self, event: str, fields: dict[str, Any]) -> None:
+    def _summary_writer(self) -> Any:
         if self._summaries is None:
             from edgeflow.train.summaries import Summaries  # TensorFlow: only the chief opens a writer
 
             self._summaries = Summaries(self.paths.tensorboard)
-        self._summaries.write(event, fields)
+        return self._summaries
+
+    def _tensorboard(self, event: str, fields: dict[str, Any]) -> None:
+        self._summary_writer().write(event, fields)
+
+    def flow_samples(self, samples: FlowSamples) -> None:
+        """An evaluation's flow pictures: flow_samples.npz (replacing the previous one) and TensorBoard images."""
+        self._guard(str(self.paths.flow_samples), lambda: write_flow_samples(self.paths.flow_samples, samples))
+        try:  # the colour coding: the `report` extra (the image installs it)
+            import flow_vis  # noqa: F401
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            if not self._pictures_note:
+                self._pictures_note = str(exc)
+                print(f"flow pictures: no TensorBoard images ({exc}; install the `report` extra); "
+                      f"{self.paths.flow_samples.name} is written for `edgeflow report`", flush=True)
+            return
+        self._guard(str(self.paths.tensorboard), lambda: self._summary_writer().write_pictures(samples))
 
     def _metrics_csv(self) -> None:
         rundir.atomic_write_text(self.paths.metrics, rundir.metrics_csv(rundir.read_events(self.paths.events)))
@@ -131,6 +152,9 @@ class NullRecorder(Recorder):
         return self._null.emit(event, **fields)
 
     def state(self, values: dict[str, Any]) -> None:
+        pass
+
+    def flow_samples(self, samples: FlowSamples) -> None:
         pass
 
     def checkpoint(self, kind: str, epoch: int, write: Callable[[str], object], state: dict[str, Any],
