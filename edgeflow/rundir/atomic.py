@@ -16,10 +16,23 @@ from edgeflow.rundir.jsonsafe import to_json
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back.
+    # Linux shows it in /proc; os.umask can only read it by setting it, and for that instant a file
+    # another thread (TensorFlow's) creates would get mode 0666.
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def new_file_mode(requested: int = 0o666) -> int:
+    """The mode `open` or `mkdir` would give a new file (0o666) or folder (0o777) under the umask."""
+    return requested & ~_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -28,7 +41,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
+            os.fchmod(fh.fileno(), new_file_mode())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
