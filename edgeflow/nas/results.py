@@ -21,7 +21,7 @@ import csv
 import fcntl
 import io
 import os
-import tempfile
+import uuid
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,7 +102,10 @@ def ensure_file(path: Path) -> None:
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Not tempfile.mkstemp: its files are 0600. Like every file of a run, this one gets the mode the
+    # umask allows (design §2), so a shared project folder's group can read the ranking.
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(_header_text())
