@@ -16,19 +16,17 @@ Light module (no TensorFlow).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import stat
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from edgeflow.rundir import writers
 from edgeflow.rundir.atomic import fsync_dir, fsync_file, new_file_mode
-from edgeflow.rundir.paths import hostname
 
 
 class Interrupted(BaseException):  # noqa: N818 -- like KeyboardInterrupt, not caught by `except Exception`
@@ -39,39 +37,13 @@ class Interrupted(BaseException):  # noqa: N818 -- like KeyboardInterrupt, not c
         self.signum = signum
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9._]", "_", hostname()) or "host"
-
-
 def _prefix(target: Path, kind: str) -> str:
     return f".{target.name}.{kind}-"
 
 
 def hidden_name(target: Path, kind: str) -> str:
     """A fresh `.NAME.KIND-HOST-PID-TOKEN` for this process."""
-    return f"{_prefix(target, kind)}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
-def _writer(rest: str) -> tuple[str, int] | None:
-    """(host, pid) from the part after the prefix: `HOST-PID-TOKEN`, or `PID` (older names)."""
-    if rest.isdigit():
-        return _host(), int(rest)
-    parts = rest.rsplit("-", 2)
-    if len(parts) == 3 and parts[1].isdigit():
-        return parts[0], int(parts[1])
-    return None
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
+    return f"{_prefix(target, kind)}{writers.tag()}"
 
 
 def linked_version(target: Path, kind: str) -> str | None:
@@ -88,15 +60,11 @@ def leftovers(target: Path, kinds: tuple[str, ...]) -> list[Path]:
     if not parent.is_dir():
         return []
     keep = {linked_version(target, kind) for kind in kinds} - {None}
-    host = _host()
     found = []
     for entry in os.scandir(parent):
         for kind in kinds:
             prefix = _prefix(target, kind)
-            if not entry.name.startswith(prefix) or entry.name in keep:
-                continue
-            writer = _writer(entry.name[len(prefix):])
-            if writer is not None and writer[0] == host and not _alive(writer[1]):
+            if entry.name.startswith(prefix) and entry.name not in keep and writers.dead_here(entry.name[len(prefix):]):
                 found.append(parent / entry.name)
     return sorted(found)
 
