@@ -22,8 +22,7 @@ from typing import Any
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import Sample, sort_key
 from edgeflow.export import vela as vela_mod
-from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run
-from edgeflow.rundir import staging
+from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run, staging
 from edgeflow.space.arch import format_arch, parse_arch
 from edgeflow.space.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
 from edgeflow.train.restore import RunHandle, open_run
