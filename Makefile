@@ -22,7 +22,8 @@ help:
 	@echo "make test                  set up, start the test services when root (else say what skips), run the tests"
 	@echo "make demo-data             render the demo data set into $(DEMO_DIR) only"
 	@echo "make bench                 print the performance figures"
-	@echo "make probe                 SIGKILL a tiny run 20 times, resume it, compare bit for bit (KILLS=N)"
+	@echo "make probe                 SIGKILL a tiny run 20 times, resume it, compare bit for bit (KILLS=N);"
+	@echo "                           then pack, rank, export, import-v1 4 times each, rerun, compare (COMMAND_KILLS=N)"
 	@echo "make preflight CONFIG=...  check a config's data without training"
 	@echo "make pack CONFIG=... [OUT=dir]  decode the config's data once into a pack (data.packed_dir)"
 	@echo "make submit CONFIG=... CLUSTER=... [SET=\"k=v k2=v2\"]   preflight, then queue the training job"
@@ -69,6 +70,7 @@ bench: setup
 
 probe: setup
 	$(PYTHON) -m bench.probe_kill_resume --kills $(or $(KILLS),20)
+	$(PYTHON) -m bench.probe_kill_commands --kills $(or $(COMMAND_KILLS),4)
 
 preflight: setup
 	$(PYTHON) -m edgeflow preflight --config $(CONFIG)

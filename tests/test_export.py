@@ -151,7 +151,9 @@ def test_export_json_records_the_arch_its_source_and_calibration(cli_export, sou
     assert record["eval_set"]["batches"] == 2 and len(record["eval_set"]["samples"]) == 8
     assert {p.name for p in out.iterdir()} >= {"saved_model", "model_float32.tflite", "model_int8.tflite",
                                                "export.json"}
-    assert not [p for p in out.parent.iterdir() if ".partial" in p.name]
+    # --out is a link to the hidden folder beside it that holds the files; nothing else is left there
+    assert out.is_symlink() and os.readlink(out).startswith(".exported.export-")
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, os.readlink(out)])
 
 
 @pytest.mark.slow
@@ -242,12 +244,44 @@ def test_vela_report(cli_export) -> None:
 
 # ---- the Python API, a second arch -----------------------------------------------------------------
 
+def _old_export(out: Path) -> Path:
+    """An export made before (by this process: its hidden folder and the link to it), to be replaced."""
+    from edgeflow.rundir.staging import hidden_name
+
+    version = out.parent / hidden_name(out, "export")
+    (version / "saved_model").mkdir(parents=True)
+    (version / "export.json").write_text('{"arch": "old"}')
+    out.symlink_to(version.name)
+    return version
+
+
+def _dead_writer_name(out: Path, kind: str) -> str:
+    """The hidden folder name a writer process used, after that process ended (as after a SIGKILL)."""
+    code = (f"from pathlib import Path; from edgeflow.rundir.staging import hidden_name; "
+            f"print(hidden_name(Path({str(out)!r}), {kind!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
 @pytest.mark.slow
 def test_a_second_arch_through_the_api(source_run: Path, tmp_path: Path, supernet_for) -> None:
     from edgeflow.export.export import ExportRequest, export
 
-    record = export(ExportRequest(run=source_run, arch=ARCH_API, out=tmp_path / "api", height=H, width=W,
+    out = tmp_path / "api"
+    old = _old_export(out)
+    # What killed exports left: a half-written hidden folder (and one of an older edgeflow), and a link.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = [tmp_path / _dead_writer_name(out, "export"), tmp_path / f".api.partial-{dead.pid}"]
+    for folder in killed:
+        (folder / "saved_model").mkdir(parents=True)
+        (folder / "model_float32.tflite").write_bytes(b"half")
+    (tmp_path / _dead_writer_name(out, "export")).symlink_to(killed[0].name)
+    record = export(ExportRequest(run=source_run, arch=ARCH_API, out=out, height=H, width=W,
                                   calibration_samples=CAL_SAMPLES), log=lambda _: None)
+    # The old export is replaced whole; every leftover is gone.
+    assert json.loads((out / "export.json").read_text())["arch"] == ARCH_API
+    assert not old.exists() and not any(p.exists() or p.is_symlink() for p in killed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, os.readlink(out)])
     assert record["arch"] == ARCH_API and record["vela"] is None
     assert record["params"] == arch_info(ARCH_API, H, W)["params_active"]
     assert record["supernet_epe"] == pytest.approx(supernet_for(ARCH_API)["epe"], rel=1e-6)
@@ -304,12 +338,57 @@ def test_a_run_without_the_checkpoint(tmp_path: Path, demo_data: Path, capsys) -
     assert not (tmp_path / "o").exists()
 
 
-def test_an_existing_out_folder_is_left_alone(source_run: Path, tmp_path: Path, capsys) -> None:
-    (tmp_path / "o").mkdir()
-    (tmp_path / "o" / "keep.txt").write_text("mine")
-    code, err = _main(capsys, "--run", str(source_run), "--arch", ARCH_CLI, "--out", str(tmp_path / "o"))
-    assert code == EXIT_BAD_INPUT and "not an empty folder" in err, err
-    assert [p.name for p in (tmp_path / "o").iterdir()] == ["keep.txt"]
+def _folder(path: Path) -> None:
+    path.mkdir()
+    (path / "keep.txt").write_text("mine")
+
+
+@pytest.mark.parametrize("what, make", [
+    ("a folder with files", _folder),
+    ("an empty folder", Path.mkdir),
+    ("a file", lambda p: p.write_text("mine")),
+    ("someone's link to their folder", lambda p: (_folder(p.with_name("theirs")), p.symlink_to("theirs"))),
+    ("a link to a hidden folder not named for it", lambda p: (_folder(p.with_name(".x.export-h-1-a")),
+                                                               p.symlink_to(".x.export-h-1-a"))),
+])
+def test_an_existing_out_that_is_not_an_export_is_left_alone(source_run: Path, tmp_path: Path, capsys, what,
+                                                             make) -> None:
+    out = tmp_path / "o"
+    make(out)
+    before = {str(p.relative_to(tmp_path)): (p.is_symlink(), p.is_file() and p.read_text())
+              for p in tmp_path.rglob("*")}
+    code, err = _main(capsys, "--run", str(source_run), "--arch", ARCH_CLI, "--out", str(out))
+    assert code == EXIT_BAD_INPUT and "is not an export made by edgeflow" in err and str(out) in err, (what, err)
+    assert len(err.strip().splitlines()) == 1
+    assert {str(p.relative_to(tmp_path)): (p.is_symlink(), p.is_file() and p.read_text())
+            for p in tmp_path.rglob("*")} == before, what
+
+
+_STOP_EXPORT = r"""
+import os, signal, sys
+from edgeflow.cli import main
+from edgeflow.export import formats
+real = formats.write_saved_model
+def write_then_sigterm(*args, **kwargs):  # the moment the export is half written
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+formats.write_saved_model = write_then_sigterm
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_mid_export_leaves_the_old_export_and_nothing_else(source_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    old = _old_export(out)
+    proc = subprocess.run([sys.executable, "-c", _STOP_EXPORT, "export", "--run", str(source_run), "--arch",
+                           ARCH_CLI, "--height", str(H), "--width", str(W), "--calibration-samples", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 75, proc.stderr[-3000:]
+    assert "stopped by SIGTERM" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert os.readlink(out) == old.name and (out / "export.json").read_text() == '{"arch": "old"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, old.name])
 
 
 def test_missing_vela_names_the_extra(source_run: Path, tmp_path: Path, capsys, monkeypatch) -> None:

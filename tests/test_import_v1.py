@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -439,3 +440,124 @@ def test_name_rules_classify_bookkeeping_and_refuse_strangers(tmp_path):
     Path(tmp_path / "x.ckpt.meta.json").write_text(json.dumps({"epoch": "49"}))
     with pytest.raises(MetaError, match="epoch must be an integer"):
         read_meta(tmp_path / "x.ckpt")
+
+
+# ---- crash-clean: a killed or stopped import leaves nothing; the next step it prints works ------------
+
+def _dead_writer_name(out: Path, kind: str = "importing") -> str:
+    """The hidden folder name a writer process used, after that process ended (as after a SIGKILL)."""
+    import subprocess
+    import sys
+
+    code = (f"from pathlib import Path; from edgeflow.rundir.staging import hidden_name; "
+            f"print(hidden_name(Path({str(out)!r}), {kind!r}))")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_what_a_killed_import_left_is_removed_by_the_next(tmp_path, old_run, tiny_cfg, capsys):
+    import subprocess
+    import sys
+
+    from edgeflow.cli import main
+
+    out = tmp_path / "run"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = [tmp_path / _dead_writer_name(out), tmp_path / f".run.importing-{dead.pid}"]  # now, and older names
+    for folder in killed:
+        (folder / "checkpoints").mkdir(parents=True)
+        (folder / "checkpoints" / "best-000000.data-00000-of-00001").write_bytes(b"half a checkpoint")
+    # Not dead, or not ours to judge: a live writer on this host, one on another node of a shared disk.
+    from edgeflow.rundir.staging import hidden_name
+
+    live = tmp_path / hidden_name(out, "importing")
+    elsewhere = tmp_path / f".run.importing-othernode-{dead.pid}-0123abcd"
+    for folder in (live, elsewhere):
+        folder.mkdir()
+    assert main(["import-v1", "--checkpoint", str(old_run), "--config", str(tiny_cfg), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted([live.name,
+                                                                                          elsewhere.name])
+    assert (out / "run.json").is_file()
+
+
+_STOP_IMPORT = r"""
+import os, signal, sys
+from edgeflow import rundir
+from edgeflow.cli import main
+real = rundir.write_state
+def write_state_then_signal(*args, **kwargs):  # the moment the run directory is half written
+    real(*args, **kwargs)
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+rundir.write_state = write_state_then_signal
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("signame, code, said", [("SIGTERM", 75, "stopped by SIGTERM"),
+                                                 ("SIGINT", 1, "interrupted (Ctrl-C)")])
+def test_sigterm_or_ctrl_c_mid_import_leaves_nothing_and_says_one_line(tmp_path, old_run, tiny_cfg, signame,
+                                                                       code, said):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", _STOP_IMPORT, signame, "import-v1", "--checkpoint", str(old_run),
+                           "--config", str(tiny_cfg), "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == code, proc.stderr[-3000:]
+    err = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and said in err[0] and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def _next_step(stdout: str) -> list[str]:
+    import shlex
+
+    line = next(line for line in stdout.splitlines() if line.startswith("next: "))
+    words = shlex.split(line[len("next: "):])
+    assert words[:3] == ["python", "-m", "edgeflow"], line
+    return words[3:]
+
+
+def test_the_printed_next_step_works_from_another_folder(tmp_path, old_run, demo_data, capsys, monkeypatch):
+    from edgeflow.cli import main
+
+    # The config names its data relative to where the import runs, as the shipped configs do.
+    (tmp_path / "here").mkdir()
+    raw = yaml.safe_load(tiny_config(tmp_path, demo_data, name="rel", eval={"pool": ["000000000"]}).read_text())
+    raw["data"].update(train_dir=os.path.relpath(demo_data / "train", tmp_path / "here"),
+                       val_dir=os.path.relpath(demo_data / "val", tmp_path / "here"))
+    (tmp_path / "here" / "rel.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.chdir(tmp_path / "here")
+    out = tmp_path / "my runs" / "from_v1"  # a space: the printed command must quote it
+    assert main(["import-v1", "--checkpoint", str(old_run), "--config", "rel.yaml", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err, captured.err
+    saved = config_mod.load(out / "config.yaml")
+    assert saved.data.train_dir == str(demo_data / "train") and saved.data.val_dir == str(demo_data / "val")
+    monkeypatch.chdir(tmp_path)
+    assert main(_next_step(captured.out)) == 0, capsys.readouterr().err
+    assert "EPE recalibrate" in capsys.readouterr().out
+
+
+def test_data_folders_that_do_not_exist_are_named_with_the_set_to_add(tmp_path, old_run, demo_data, capsys):
+    from edgeflow.cli import main
+
+    cfg = tiny_config(tmp_path, tmp_path / "nowhere", name="elsewhere", eval={"pool": ["000000000"]})
+    out = tmp_path / "runs" / "imported"
+    assert main(["import-v1", "--checkpoint", str(old_run), "--config", str(cfg), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if "data folders" in line]
+    assert len(warning) == 1 and str(tmp_path / "nowhere" / "train") in warning[0], captured.err
+    step = _next_step(captured.out)
+    assert "data.train_dir=TRAIN_DIR" in step and "data.val_dir=VAL_DIR" in step, step
+    mine = {"TRAIN_DIR": str(demo_data / "train"), "VAL_DIR": str(demo_data / "val")}
+    filled = []
+    for word in step:
+        key, _, value = word.partition("=")
+        filled.append(f"{key}={mine[value]}" if value in mine else word)
+    assert main(filled) == 0, capsys.readouterr().err
+    assert main(step[:step.index("--set")]) == 4  # as printed before: without the data, eval cannot run

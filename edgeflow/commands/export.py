@@ -11,12 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from edgeflow.commands.interrupted import interrupted
 from edgeflow.commands.options import add_run_overrides
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import DataError
 from edgeflow.export import vela as vela_mod
 from edgeflow.export.export import ExportError, ExportRequest, export
-from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_FAILED, EXIT_OK
+from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_FAILED, EXIT_OK, staging
 from edgeflow.train.checkpoint import CheckpointError
 
 
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, help="input height (default: the run's data.input_height)")
     parser.add_argument("--width", type=int, help="input width (default: the run's data.input_width)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
-                        help="output folder; must not exist yet (or be empty)")
+                        help="the export's path: new, or an export made before (replaced whole); created "
+                             "as a link to a hidden folder beside it")
     parser.add_argument("--calibration-samples", type=int, default=32, metavar="N",
                         help="train samples (first N by id, centre crop) for the int8 quantisation "
                              "(default 32)")
@@ -64,4 +66,6 @@ def main(argv: list[str] | None = None) -> int:
     except vela_mod.VelaError as exc:
         print(f"edgeflow export: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except (KeyboardInterrupt, staging.Interrupted) as exc:
+        return interrupted("edgeflow export", exc, args.out)
     return EXIT_OK

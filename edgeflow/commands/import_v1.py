@@ -7,13 +7,15 @@ same weights (docs/training.md). The work is edgeflow/v1import/; nothing is writ
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
 from edgeflow import config as config_mod
+from edgeflow.commands.interrupted import interrupted
 from edgeflow.commands.options import add_config_options
 from edgeflow.config import ConfigError
-from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_OK
+from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_OK, staging
 
 DEFAULT_CONFIG = "configs/supernet_fc2_180x240.yaml"
 
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ImportRefused, MetaError) as exc:
         print(f"edgeflow import-v1: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, staging.Interrupted) as exc:
+        return interrupted("edgeflow import-v1", exc, Path(args.out))
     for warning in result.warnings:
         print(f"edgeflow import-v1: warning: {warning}", file=sys.stderr)
     ignored = ", ".join(f"{kind} {count}" for kind, count in result.ignored.items() if count)
@@ -58,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(result.uncalibrated_bn)} depth-branch BN statistics marked not calibrated "
           f"(evaluation recalibrates them)")
     print(f"run directory: {result.out}")
-    print(f"next: python -m edgeflow eval --run {result.out} --bn-mode both; train a new experiment with "
-          f"--set checkpoint.init_from={result.out}")
+    run = shlex.quote(str(result.out))
+    data_sets = ""
+    if result.missing_data:
+        # The run carries the config's data folders; eval cannot work from folders that are not there.
+        absent = ", ".join(f"{key}={folder}" for key, folder in result.missing_data.items())
+        print(f"edgeflow import-v1: warning: the data folders of {args.config} do not exist here ({absent}): "
+              f"give eval yours with --set as below (or import again with a --config that names them)",
+              file=sys.stderr)
+        data_sets = "".join(f" --set {key}={key.split('.')[1].upper()}" for key in result.missing_data)
+    print(f"next: python -m edgeflow eval --run {run} --bn-mode both{data_sets}")
+    print(f"then: train a new experiment from it with --set checkpoint.init_from={run}")
     return EXIT_OK

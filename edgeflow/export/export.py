@@ -3,14 +3,16 @@
 Order: every input is checked first (arch code, input size, run, checkpoint, data, Vela, --out) with
 no TensorFlow loaded, so bad input costs a second and writes nothing. Then the supernet is restored,
 the arch's BN statistics recalibrated as evaluation does, the subnet built and its weights copied,
-and the files written into a temporary folder beside --out, which is renamed to --out only once
-everything, export.json last, is written. A failure removes the temporary folder.
+and the files written into a hidden folder beside --out (edgeflow/rundir/staging.py). Once everything,
+export.json last, is written, --out is pointed at it with one atomic link swap: --out is absent, the
+old export or the new one, never a partial one. A failure, Ctrl-C or SIGTERM removes the hidden folder;
+what a SIGKILL left is removed by the next export to that --out. An existing --out that is not such a
+link (someone's folder, even an empty one) is refused and left alone.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import Sample, sort_key
 from edgeflow.export import vela as vela_mod
-from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run
+from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run, staging
 from edgeflow.space.arch import format_arch, parse_arch
 from edgeflow.space.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
 from edgeflow.train.restore import RunHandle, open_run
@@ -30,6 +32,9 @@ SAVED_MODEL_DIR = "saved_model"
 TFLITE_FLOAT = "model_float32.tflite"
 TFLITE_INT8 = "model_int8.tflite"
 VELA_DIR = "vela"
+# --out is a link to `.NAME.export-HOST-PID-TOKEN` beside it; `.NAME.partial-PID` are older versions' leftovers.
+STAGE_KIND = "export"
+OLD_STAGE_KINDS = ("partial",)
 # Float formats must match the supernet to float32 rounding: |diff| <= ATOL + RTOL * max|supernet output|.
 FLOAT_ATOL, FLOAT_RTOL = 1e-4, 1e-4
 # Down-sampling is by 16 (four stride-2 convs); the config asks for even sides of at least 16.
@@ -75,8 +80,12 @@ def check_input_size(height: int, width: int) -> None:
 
 
 def check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ExportError(f"--out {out} already exists and is not an empty folder; choose a new one")
+    """--out must be absent or an export edgeflow made (its link): anything else is never replaced."""
+    if not out.name or out.name in (".", ".."):
+        raise ExportError(f"--out {out}: name the export's own folder, e.g. exports/baseline")
+    if os.path.lexists(out) and staging.linked_version(out, STAGE_KIND) is None:
+        raise ExportError(f"--out {out} exists and is not an export made by edgeflow; it is left alone: "
+                          f"choose a path that does not exist yet (export creates it)")
 
 
 def prepare(request: ExportRequest) -> Prepared:
@@ -122,20 +131,16 @@ def export(request: ExportRequest, log: Callable[[str], None] = print) -> dict[s
     """Run the export; returns what export.json holds. `--out` appears only when everything worked."""
     prep = prepare(request)
     out = request.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staging.staged(out, STAGE_KIND, cleanup=OLD_STAGE_KINDS) as tmp:
         record = _write_all(prep, tmp, log)
         atomic_write_json(tmp / EXPORT_FILE, record)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+        staging.settle(tmp)
+        try:
+            staging.publish_link(tmp, out, STAGE_KIND)
+        except FileExistsError as exc:
+            raise ExportError(f"--out {exc}") from None
+    log(f"wrote {out} ({', '.join(sorted(p.name for p in out.iterdir()))}; a link to {os.readlink(out)} "
+        f"beside it)")
     return record
 
 

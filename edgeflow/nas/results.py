@@ -21,13 +21,13 @@ import csv
 import fcntl
 import io
 import os
-import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeflow.rundir.atomic import new_temp_file, remove_dead_temps
 from edgeflow.space.arch import format_arch
 
 RESULTS_CSV = "results.csv"
@@ -99,10 +99,12 @@ def _header_text() -> str:
 
 def ensure_file(path: Path) -> None:
     """Create the results file with its header unless it exists; safe against concurrent creators."""
+    remove_dead_temps(path)  # what a creator killed between its link and its unlink left
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Like every file of a run, with the mode the umask allows (not tempfile's 0600), so a shared
+    # project folder's group can read the ranking (design §2).
+    fd, tmp = new_temp_file(path)
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(_header_text())
@@ -113,7 +115,7 @@ def ensure_file(path: Path) -> None:
         except FileExistsError:
             pass
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def append(path: Path, row: dict[str, Any]) -> None:

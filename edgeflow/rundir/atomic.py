@@ -1,40 +1,85 @@
 """Atomic file writes: temporary file in the same folder, flush, fsync, rename, fsync the folder.
 
 Files get the mode the process umask allows (0666 & ~umask) like any file `open` creates: a
-node_exporter textfile collector or a shared project folder must be able to read them.
+node_exporter textfile collector or a shared project folder must be able to read them. A temporary's
+name carries its writer's host and PID (`.NAME.HOST-PID-TOKEN.tmp`): the next write of NAME removes
+those a killed writer left.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgeflow.rundir import writers
 from edgeflow.rundir.jsonsafe import to_json
+
+TEMP_SUFFIX = ".tmp"
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back.
+    # Linux shows it in /proc; os.umask can only read it by setting it, and for that instant a file
+    # another thread (TensorFlow's) creates would get mode 0666.
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+def new_file_mode(requested: int = 0o666) -> int:
+    """The mode `open` or `mkdir` would give a new file (0o666) or folder (0o777) under the umask."""
+    return requested & ~_umask()
+
+
+def temp_path(path: Path) -> Path:
+    """`.NAME.HOST-PID-TOKEN.tmp` beside `path`, for this process."""
+    return path.with_name(f".{path.name}.{writers.tag()}{TEMP_SUFFIX}")
+
+
+def remove_dead_temps(path: Path) -> list[Path]:
+    """The temporaries of `path` that writers killed mid-write left (this host's dead processes)."""
+    prefix = f".{path.name}."
+    removed: list[Path] = []
+    try:
+        entries = [e.name for e in os.scandir(path.parent)]
+    except OSError:
+        return removed
+    for name in entries:
+        if name.startswith(prefix) and name.endswith(TEMP_SUFFIX) and \
+                writers.dead_here(name[len(prefix):-len(TEMP_SUFFIX)]):
+            (path.parent / name).unlink(missing_ok=True)
+            removed.append(path.parent / name)
+    return removed
+
+
+def new_temp_file(path: Path) -> tuple[int, Path]:
+    """A new temporary beside `path`, opened for writing, with the mode the umask allows (as any new
+    file: not tempfile's 0600); what killed writers of `path` left is removed first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(path)
+    tmp = temp_path(path)
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
 

@@ -1,15 +1,19 @@
 """Import a checkpoint of the original v1 trainer as an edgeflow run directory.
 
 Everything is read and checked before anything is written, and the run directory is assembled under
-a temporary name next to OUT and renamed at the end: a refusal or a crash leaves no OUT behind.
-TensorFlow loads only once the cheap checks (paths, `.meta.json`) have passed.
+a hidden name next to OUT (`.OUT.importing-HOST-PID-TOKEN`, edgeflow/rundir/staging.py) and renamed
+at the end: a refusal, an exception, Ctrl-C or SIGTERM leaves no OUT and no hidden folder behind, and
+what a SIGKILL left is removed by the next import to that OUT. TensorFlow loads only once the cheap
+checks (paths, `.meta.json`) have passed.
+
+The data folders of the config are made absolute (against the current folder, as every command
+reads them), so `eval` and `export` of the imported run find the same data from any folder.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +22,7 @@ from typing import Any
 from edgeflow import config as config_mod
 from edgeflow import rundir
 from edgeflow.config import Config
-from edgeflow.rundir import RunPaths
+from edgeflow.rundir import RunPaths, staging
 from edgeflow.train.checkpoint import CheckpointStore
 from edgeflow.train.signature import code_version, signature
 from edgeflow.v1import import names
@@ -26,6 +30,7 @@ from edgeflow.v1import.meta import SourceMeta, read_meta
 
 SOURCE_FORMAT = "edgeflownas-v1 tf.compat.v1 Saver"
 IMPORTED_STATUS = "imported"
+STAGE_KIND = "importing"
 _FILE_SUFFIX = re.compile(r"(\.index|\.meta\.json|\.meta|\.data-\d{5}-of-\d{5})$")
 
 
@@ -43,6 +48,8 @@ class ImportResult:
     meta: SourceMeta | None
     uncalibrated_bn: list[str]
     warnings: list[str] = field(default_factory=list)
+    # "data.train_dir" -> the absolute folder the imported config names, for those that do not exist here
+    missing_data: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_prefix(checkpoint: str | Path) -> Path:
@@ -58,9 +65,16 @@ def resolve_prefix(checkpoint: str | Path) -> Path:
     return path
 
 
+def _free(out: Path) -> bool:
+    """Absent, or an empty folder (not a link): one rename can put the run there, losing nothing."""
+    if not os.path.lexists(out):
+        return True
+    return out.is_dir() and not out.is_symlink() and not any(out.iterdir())
+
+
 def check_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ImportRefused(f"{out} already exists and is not empty; choose a new run directory")
+    if not _free(out):
+        raise ImportRefused(f"{out} already exists and is not empty; it is left alone: choose a new run directory")
 
 
 def import_v1(checkpoint: str | Path, cfg: Config, out: str | Path) -> ImportResult:
@@ -95,7 +109,8 @@ def import_v1(checkpoint: str | Path, cfg: Config, out: str | Path) -> ImportRes
                         f"{' ...' if len(classified.ignored['other']) > 5 else ''}")
     result = ImportResult(out=out, source=prefix, variables=len(classified.model),
                           values=int(sum(a.size for a in arrays.values())), ignored=ignored, meta=meta,
-                          uncalibrated_bn=uncalibrated, warnings=warnings)
+                          uncalibrated_bn=uncalibrated, warnings=warnings,
+                          missing_data={k: v for k, v in data_folders(model_cfg).items() if not os.path.isdir(v)})
     _write_run(result, model, model_cfg)
     return result
 
@@ -150,20 +165,32 @@ def _check_complete(classified: names.Classified, arrays: dict[str, Any], ours: 
                             f"supernet does not have")
 
 
+def data_folders(cfg: Config) -> dict[str, str]:
+    """The data folders `eval` of a run with this config reads: dotted key -> folder."""
+    d = cfg.data
+    if d.format == "packed":
+        return {"data.packed_dir": d.packed_dir}
+    return {"data.train_dir": d.train_dir, **({"data.val_dir": d.val_dir} if d.val_dir else {})}
+
+
+def _absolute(folder: str) -> str:
+    return os.path.abspath(folder) if folder else folder
+
+
 def _run_config(cfg: Config, out: Path) -> Config:
-    runtime = replace(cfg.runtime, experiment_name=out.name, output_root=str(out.parent))
+    runtime = replace(cfg.runtime, experiment_name=out.name, output_root=str(out.parent.resolve()))
     checkpoint = replace(cfg.checkpoint, resume_experiment_name="", init_from="")
-    return config_mod.validate(replace(cfg, runtime=runtime, checkpoint=checkpoint))
+    # Relative folders mean "from where the command runs"; the run must find its data from anywhere.
+    data = replace(cfg.data, train_dir=_absolute(cfg.data.train_dir), val_dir=_absolute(cfg.data.val_dir),
+                   packed_dir=_absolute(cfg.data.packed_dir))
+    return config_mod.validate(replace(cfg, runtime=runtime, checkpoint=checkpoint, data=data))
 
 
 def _write_run(result: ImportResult, model: Any, cfg: Config) -> None:
     import tensorflow as tf
 
     out = result.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.importing-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staging.staged(out, STAGE_KIND) as tmp:
         paths = RunPaths(tmp)
         meta = result.meta
         now = time.time()
@@ -191,11 +218,10 @@ def _write_run(result: ImportResult, model: Any, cfg: Config) -> None:
             "fairness_counts": meta.counts_by_block() if meta else None,
             "fairness_gap": meta.fairness_gap() if meta else None, "nonfinite_steps": None,
             "best_epe_protocol": "batch_stats", "bn_calibrated": False, "updated": now})
-        if out.is_dir():
-            out.rmdir()  # empty (checked before): rename needs it gone
-        os.rename(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        staging.settle(tmp)
+        if not _free(out):
+            raise ImportRefused(f"{out} appeared while the import was written and is not empty; left alone")
+        staging.publish_rename(tmp, out)  # onto an absent or empty OUT: one rename
 
 
 def _source_record(result: ImportResult) -> dict[str, Any]:
