@@ -67,7 +67,5 @@ def test_run_rank_search_pack_and_export_files_follow_the_umask(made: dict[str, 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="TensorFlow's summary writer makes <run>/tensorboard 0755 whatever the "
-                                       "umask; the fix (mkdir it first) is in edgeflow/train/summaries.py")
 def test_the_tensorboard_folder_follows_the_umask(made: dict[str, Path]) -> None:
     assert not [line for line in _wrong_modes(made["run"]) if line.startswith(f"{made['run'].name}/tensorboard:")]

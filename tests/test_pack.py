@@ -405,11 +405,13 @@ def test_a_killed_pack_leaves_a_whole_pack_and_the_next_pack_cleans_up(small: tu
     # A packer killed while writing: its temporary folder (dead pid) stays until the next pack.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True).stdout.strip()
-    leftover = out / f".train.tmp-{dead}"
+    from edgeflow.rundir import writers
+
+    leftover = out / f".train.pack-{writers.host()}-{dead}-0123456789ab"
     (leftover / "records").mkdir(parents=True)
     (leftover / "records/0000000.rec").write_bytes(b"x" * 1000)
     # Killed after the new version was renamed into place but before the link moved: the old one is visible.
-    orphan = out / ".train.v-killedswap0"
+    orphan = out / f".train.pack-{writers.host()}-{dead}-killedswap00"
     shutil.copytree(out / "train", orphan, symlinks=True)
     assert [s.sample_id for s in resolve_splits(cfg).train] == [s.sample_id for s in before.train]
     # Killed between the two renames of an older (unlinked) pack: preflight says what happened.

@@ -8,11 +8,13 @@ Layout of one split's pack (``<packed_dir>/train``, ``<packed_dir>/val``)::
                         flow u, v (float32, little-endian): the pixel order and values the PNG path produces
 
 `<packed_dir>/<split>` is a symbolic link to a hidden folder holding one complete version, so a new pack
-replaces the old one with one atomic rename of the link, and a kill at any moment leaves one whole pack
-visible (edgeflow/data/packing.py writes packs). Every field that shapes a record is covered by the
-per-read check: the record's length, its fingerprint (of the whole file, header included) and the height
-and width in its header must all match the manifest, so a manifest entry with another height and width
-of the same product is refused, not read as scrambled pixels.
+replaces the old one with one atomic swap of the link, and a kill at any moment leaves one whole pack
+visible (edgeflow/data/packing.py writes packs through edgeflow/rundir/staging.py).
+
+Every field that shapes a record is covered by the per-read check: the record's length, its fingerprint
+(of the whole file, header included) and the height and width in its header must all match the
+manifest, so a manifest entry with another height and width of the same product is refused, not read
+as scrambled pixels.
 
 One file per sample: TensorFlow has no native ranged read, so a record per file gives random access by
 sample index with native ops (`read_file`), keeping the per-epoch permutation exact. Light module (no
@@ -44,9 +46,8 @@ RECORDS = "records"
 RECORD_SUFFIX = ".rec"
 LAYOUT = (f"{HEADER_BYTES}-byte header (EFR2, height, width, bytes per pixel), then h x w x {BYTES_PER_PIXEL} "
           "bytes per record: img_0 BGR, img_1 BGR (uint8), flow u, v (float32 little-endian)")
-# Hidden names inside a pack root: versions a split's link points to, and folders being written.
-VERSION_PREFIX = ".{split}.v-"
-TMP_PREFIX = ".{split}.tmp-"
+# The staging kind of a pack's hidden versions (`.train.pack-HOST-PID-TOKEN`, edgeflow/rundir/staging.py).
+STAGE_KIND = "pack"
 _IO_WORKERS = 8  # file reads and sha256 release the GIL
 
 
@@ -107,7 +108,7 @@ def _bad(path: Path, what: str) -> DataError:
 
 def interrupted_versions(root: Path, split: str) -> list[Path]:
     """Complete versions of a split whose link is missing (a replacement killed half-way)."""
-    prefix = VERSION_PREFIX.format(split=split)
+    prefix = f".{split}.{STAGE_KIND}-"
     try:
         return sorted(p for p in root.iterdir() if p.name.startswith(prefix) and (p / MANIFEST).is_file())
     except OSError:

@@ -7,11 +7,10 @@ folder edgeflow did not make:
 - `<out>/<split>` must be absent, or a pack edgeflow made (its link, or an older pack folder with an
   edgeflow manifest); anything else there (FlyingChairs2's own `train/`, someone's data) is refused
   before a byte is written, as is an output folder inside the source folder;
-- a new version is written to a hidden temporary folder beside it, renamed to a hidden version folder
-  when complete, and `<out>/<split>` (a symbolic link) is pointed at it with one atomic rename, so a
-  kill at any moment leaves the old pack or the new one visible, never none;
-- what a killed packer left behind (its temporary folder, a version no link points to) is removed by
-  the next `pack` of that split.
+- a new version is written to a hidden folder beside it and, when complete, `<out>/<split>` (a symbolic
+  link) is pointed at it with one atomic swap, so a kill at any moment leaves the old pack or the new
+  one visible, never none (edgeflow/rundir/staging.py, as export and import-v1 write their folders);
+- what a killed packer left behind (its hidden folder) is removed by the next `pack` of that split.
 """
 
 from __future__ import annotations
@@ -19,10 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
-import uuid
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +29,7 @@ from typing import Any
 import tensorflow as tf
 
 from edgeflow import config as config_mod
-from edgeflow import jobenv, progress
+from edgeflow import progress
 from edgeflow.data import fc2, readers
 from edgeflow.data.pack import (
     BYTES_PER_PIXEL,
@@ -41,15 +38,14 @@ from edgeflow.data.pack import (
     MANIFEST,
     RECORD_SUFFIX,
     RECORDS,
-    TMP_PREFIX,
+    STAGE_KIND,
     VERSION,
-    VERSION_PREFIX,
     record_header,
     split_dir,
 )
 from edgeflow.data.samples import DataError, Problem, Sample, ScanOptions
 from edgeflow.data.splits import folder_sources
-from edgeflow.rundir import atomic_write_text, fsync_dir
+from edgeflow.rundir import atomic_write_text, fsync_dir, staging
 
 _IO_WORKERS = 8  # file writes and sha256 release the GIL
 
@@ -71,11 +67,10 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _is_our_pack(path: Path, root: Path, split: str) -> bool:
+def _is_our_pack(path: Path) -> bool:
     """A pack edgeflow made: its link to a hidden version, or an older pack folder with our manifest."""
     if path.is_symlink():
-        target = os.readlink(path)
-        return (os.sep not in target and target.startswith(VERSION_PREFIX.format(split=split)))
+        return staging.linked_version(path, STAGE_KIND) is not None
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError, RecursionError):
@@ -89,53 +84,19 @@ def check_destination(root: Path, split: str, source: str) -> None:
     if _inside(str(root), source) or _inside(source, str(final)):
         raise DataError(f"pack folder {final} would be inside (or hold) its source {source}; choose an --out "
                         f"(data.packed_dir) outside the data folders")
-    if os.path.lexists(final) and not _is_our_pack(final, root, split):
+    if os.path.lexists(final) and not _is_our_pack(final):
         raise DataError(f"{final} exists and is not a pack made by edgeflow; it is left alone: choose another "
                         f"--out (data.packed_dir) for the pack, e.g. a new folder beside the data")
 
 
-def remove_leftovers(root: Path, split: str) -> list[Path]:
-    """Temporary folders of dead packers and versions no link points to; returns what was removed."""
-    if not root.is_dir():
-        return []
-    final = split_dir(root, split)
-    current = os.readlink(final) if final.is_symlink() else None
-    tmp_prefix, version_prefix = TMP_PREFIX.format(split=split), VERSION_PREFIX.format(split=split)
-    removed = []
-    for entry in root.iterdir():
-        name = entry.name
-        if name.startswith(tmp_prefix):
-            pid = name[len(tmp_prefix):]
-            if pid.isdigit() and int(pid) != os.getpid() and not jobenv.pid_alive(int(pid)):
-                removed.append(entry)
-        elif name.startswith(version_prefix) and name != current and os.path.lexists(final):
-            # Only once the link exists: without it, a version may be the one a killed swap was publishing.
-            removed.append(entry)
-    for path in removed:
-        shutil.rmtree(path, ignore_errors=True)
-    return removed
-
-
-def _publish(tmp: Path, root: Path, split: str) -> None:
-    """Make the finished pack in `tmp` the visible one with an atomic link swap; drop the old version."""
-    final = split_dir(root, split)
-    version = root / f"{VERSION_PREFIX.format(split=split)}{uuid.uuid4().hex[:12]}"
-    os.rename(tmp, version)
-    old_dir = None
+def _publish(folder: Path, final: Path) -> None:
+    """Make the finished pack in `folder` the visible one (an atomic link swap; the old version goes)."""
     if os.path.lexists(final) and not final.is_symlink():
-        # An older pack folder (made before packs were linked): it becomes a version, then the link replaces it.
-        old_dir = root / f"{VERSION_PREFIX.format(split=split)}old-{uuid.uuid4().hex[:12]}"
-        os.rename(final, old_dir)
-    old = os.readlink(final) if final.is_symlink() else None
-    link = root / f".{split}.link-{os.getpid()}"
-    if os.path.lexists(link):
-        link.unlink()
-    os.symlink(version.name, link)
-    os.replace(link, final)
-    fsync_dir(root)
-    for stale in (root / old if old else None, old_dir):
-        if stale is not None:
-            shutil.rmtree(stale, ignore_errors=True)
+        # An older pack folder (made before packs were linked): moved aside as a hidden version of ours,
+        # then the link takes its place; a kill in between leaves the new version for the next pack.
+        os.rename(final, final.parent / staging.hidden_name(final, STAGE_KIND))
+    staging.publish_link(folder, final, STAGE_KIND)
+    staging.remove_leftovers(final, (STAGE_KIND,))
 
 
 def pack_split(source: fc2.FolderSource, root: str | os.PathLike[str], *, input_size: tuple[int, int],
@@ -152,13 +113,9 @@ def pack_split(source: fc2.FolderSource, root: str | os.PathLike[str], *, input_
     check_destination(out_root, split, src)
     files_before = source.files() if os.path.isdir(src) else {}
     scan = fc2.scan_split(src, ScanOptions(min_size=input_size))
-    out_root.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(out_root, split)
-    tmp = out_root / f"{TMP_PREFIX.format(split=split)}{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / RECORDS).mkdir(parents=True)
-    try:
+    final = split_dir(out_root, split)
+    with staging.staged(final, STAGE_KIND) as tmp:
+        (tmp / RECORDS).mkdir()
         entries, problems = _pack_samples(scan.valid, src, tmp, split, parallel=parallel, show_progress=show_progress)
         files_after = source.files()
         if files_after != files_before:
@@ -177,10 +134,8 @@ def pack_split(source: fc2.FolderSource, root: str | os.PathLike[str], *, input_
             "samples": entries,
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1))
-        _publish(tmp, out_root, split)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        fsync_dir(tmp / RECORDS)
+        _publish(tmp, final)
     total = sum(int(e["bytes"]) for e in entries)
     return PackResult(split, split_dir(out_root, split), src, scan.found, len(entries), scan.found - len(entries),
                       total, time.perf_counter() - start)

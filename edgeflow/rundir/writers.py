@@ -13,6 +13,7 @@ import os
 import re
 import uuid
 
+from edgeflow import jobenv
 from edgeflow.rundir.paths import hostname
 
 
@@ -35,19 +36,7 @@ def writer(tail: str) -> tuple[str, int] | None:
     return None
 
 
-def alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
 def dead_here(tail: str) -> bool:
     """The writer named by `tail` was a process of this host that has ended."""
     found = writer(tail)
-    return found is not None and found[0] == host() and not alive(found[1])
+    return found is not None and found[0] == host() and found[1] != os.getpid() and not jobenv.pid_alive(found[1])

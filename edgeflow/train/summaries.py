@@ -48,6 +48,8 @@ def tag(group: str, name: str) -> str:
 class Summaries:
     def __init__(self, logdir: str | Path) -> None:
         self.logdir = Path(logdir)
+        # TensorFlow would make the folder 0755 whatever the umask; made here, it gets the umask's mode.
+        self.logdir.mkdir(parents=True, exist_ok=True)
         self.writer = tf.summary.create_file_writer(str(self.logdir))
 
     def write(self, event: str, fields: Mapping[str, Any]) -> None:
