@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from edgeflow.rundir import writers
+import edgeflow.rundir.writers as writers
 from edgeflow.rundir.jsonsafe import to_json
 
 TEMP_SUFFIX = ".tmp"

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from edgeflow.rundir import writers
+import edgeflow.rundir.writers as writers
 from edgeflow.rundir.atomic import fsync_dir, fsync_file, new_file_mode
 
 
