@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from edgeflow import config as config_mod
-from edgeflow import jobenv, rundir
+from edgeflow import rundir
 from edgeflow.commands.options import add_config_options
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import DataError
@@ -40,18 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         return rundir.EXIT_BAD_INPUT
     if plan is None:
         return rundir.EXIT_OK
-    # One trainer per run directory, for the process's life (the chief's: other tasks write nothing).
-    lock = rundir.RunLock(plan.paths.root) if jobenv.task_rank() == 0 else None
-    try:
-        if lock is not None:
-            lock.acquire()
-    except rundir.RunLocked as exc:
-        print(f"edgeflow train: {exc}", file=sys.stderr)
-        return rundir.EXIT_BAD_INPUT
-    except OSError as exc:  # a read-only or full output folder: nothing was written
-        print(f"edgeflow train: cannot write {exc.filename or plan.paths.root}: {exc.strerror or exc}",
-              file=sys.stderr)
-        return rundir.EXIT_BAD_INPUT
     from edgeflow.train.loop import Trainer  # TensorFlow loads only once the inputs are known good
 
     try:
@@ -59,8 +47,4 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a setup the devices cannot run (train.distribute), found before training
         print(f"edgeflow train: {exc}", file=sys.stderr)
         return rundir.EXIT_BAD_INPUT
-    try:
-        return trainer.run()
-    finally:
-        if lock is not None:
-            lock.release()
+    return trainer.run()

@@ -80,13 +80,19 @@ class Trainer:
     def run(self) -> int:
         """Train to the end, an early stop, a divergence or a preemption; returns the exit code."""
         cfg = self.cfg
+        try:
+            # 1. the run directory: held by this trainer alone, its start files written
+            self.rec.start(**({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}))
+        except (rundir.RunLocked, RunDirWriteError) as exc:  # nothing of this start was written
+            self.rec.close()
+            print(f"edgeflow train: {exc}", file=sys.stderr, flush=True)
+            return rundir.EXIT_BAD_INPUT
         self.stop.install()
         try:
-            # 1. the start files, the weights and state to continue from, the first epoch's input
-            self.rec.start(**({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}))
+            # 2. the weights and state to continue from, the first epoch's input
             start_fields = self._restore()
             self._prepare_feed(self.state.epoch + 1, self._skip(self.state.batch_in_epoch))
-            # 2. the fixed evaluation batches, and the bar any learning must clear on them
+            # 3. the fixed evaluation batches, and the bar any learning must clear on them
             recal, evals = datasets(cfg, self.plan.splits.train, self.plan.splits.val)
             start_fields["zero_flow_epe"] = zero_flow_epe(self.model, evals)
             self.zero_flow_epe = start_fields["zero_flow_epe"]
@@ -97,7 +103,7 @@ class Trainer:
                             num_epochs=cfg.train.num_epochs, patience=cfg.eval.early_stop_patience,
                             replicas=self.replicas, **start_fields)
             self._write_state()
-            # 3. epochs: train, evaluate, checkpoint, decide
+            # 4. epochs: train, evaluate, checkpoint, decide
             for epoch in range(self.state.epoch + 1, cfg.train.num_epochs + 1):
                 if not self._train_epoch(epoch):
                     self._checkpoint("latest", epoch, batch_in_epoch=self.state.batch_in_epoch)

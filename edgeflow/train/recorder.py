@@ -4,6 +4,9 @@ The chief of a job (task 0, or the only trainer) gets a `Recorder`; every other 
 job gets a `NullRecorder`, which checks each event against its schema and writes nothing. So "only the
 chief writes" is a type, not a convention scattered through the loop.
 
+The chief's recorder holds the run directory's lock (edgeflow/rundir/lock.py) from `start` to
+`close`: a second trainer on the same experiment is refused before it writes anything.
+
 One call feeds every writer: `record("epoch", **fields)` appends the event to events.jsonl, writes the
 TensorBoard scalars the figure table (edgeflow/rundir/figures.py) names for it, and rebuilds
 metrics.csv, so the three can never disagree. `flow_samples` keeps an evaluation's flow pictures
@@ -47,10 +50,13 @@ class Recorder:
         self._events: rundir.EventLog | None = None
         self._summaries: Any = None
         self._pictures_note = ""  # why TensorBoard gets no flow pictures (said once)
+        self._lock = rundir.RunLock(self.paths.root)
 
     # ------------------------------------------------------------------------------ start and end
     def start(self, **run_fields: Any) -> None:
-        """config.yaml, samples.json and run.json of this start (after every check passed)."""
+        """Take the run directory (RunLocked when another trainer holds it), then write config.yaml,
+        samples.json and run.json of this start (after every check passed)."""
+        self._guard(str(self.paths.root), self._lock.acquire)
         self._guard("the start files", lambda: write_run_start_files(self.plan, self.job_id, **run_fields))
         self._events = self._guard(str(self.paths.events), lambda: rundir.EventLog(
             self.paths.events, self.plan.cfg.runtime.experiment_name, self.job_id))
@@ -68,6 +74,7 @@ class Recorder:
         if self._summaries is not None:
             self._summaries.close()
             self._summaries = None
+        self._lock.release()
 
     # ------------------------------------------------------------------------------ figures
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
