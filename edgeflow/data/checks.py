@@ -241,7 +241,8 @@ class FileMemo:
     file twice; both get the same answer."""
 
     def __init__(self) -> None:
-        self._sizes: dict[tuple[str, str], tuple[str, object]] = {}
+        self._sizes: dict[tuple[str, str], tuple[int, int]] = {}
+        self._bad: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, detail) of a file that failed
         self._deep: dict[tuple[str, str], list[Problem]] = {}
 
     def size(self, fn: Callable[[str], tuple[int, int]]) -> Callable[[str], tuple[int, int]]:
@@ -250,15 +251,14 @@ class FileMemo:
 
         def checked(path: str) -> tuple[int, int]:
             key = (name, path)
-            if key not in self._sizes:
+            if key not in self._sizes and key not in self._bad:
                 try:
-                    self._sizes[key] = ("ok", fn(path))
+                    self._sizes[key] = fn(path)
                 except FileProblem as bad:
-                    self._sizes[key] = (bad.kind, bad.detail)
-            kind, value = self._sizes[key]
-            if kind != "ok":
-                raise FileProblem(kind, str(value))
-            return value  # type: ignore[return-value]
+                    self._bad[key] = (bad.kind, bad.detail)
+            if key in self._bad:
+                raise FileProblem(*self._bad[key])
+            return self._sizes[key]
 
         return checked
 

@@ -27,7 +27,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import tensorflow as tf
 
@@ -47,7 +47,7 @@ from edgeflow.data.pack import (
     record_header,
     split_dir,
 )
-from edgeflow.data.samples import DataError, Problem, Sample, ScanOptions, Source
+from edgeflow.data.samples import DataError, DataSource, Problem, Sample, ScanOptions
 from edgeflow.data.splits import exclude_listing, origin_sources, split_sizes
 from edgeflow.rundir import atomic_write_text, fsync_dir
 
@@ -148,15 +148,7 @@ def _publish(tmp: Path, root: Path, split: str) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-class PackableSource(Source, Protocol):
-    """A source a pack can be made from: it can also list its files and say what it selects."""
-
-    def files(self) -> dict[str, list[int]]: ...
-
-    def record(self) -> dict[str, Any]: ...
-
-
-def pack_split(source: PackableSource, root: str | os.PathLike[str], *, input_size: tuple[int, int],
+def pack_split(source: DataSource, root: str | os.PathLike[str], *, input_size: tuple[int, int],
                parallel: int = 0, show_progress: bool = True, exclude: frozenset[str] = frozenset(),
                exclude_sha256: str = "") -> PackResult:
     """Decode every valid sample of `source` once into a pack at `<root>/<split>`. Samples that fail to
@@ -305,7 +297,7 @@ def pack_config(cfg: config_mod.Config, out: str | os.PathLike[str] | None = Non
     d = cfg.data
     sizes = split_sizes(cfg)
     for name in wanted:
-        result = pack_split(sources[name], root, input_size=sizes[name],  # type: ignore[arg-type]
+        result = pack_split(sources[name], root, input_size=sizes[name],
                             parallel=d.num_parallel_calls, show_progress=show_progress,
                             exclude=listing.patterns if listing else frozenset(),
                             exclude_sha256=listing.sha256 if listing else "")

@@ -177,7 +177,8 @@ def _read_ft3d(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, header: t
         # h - top; only those are decoded, then turned top side up.
         offset = tf.strings.length(header) + (h - top - height) * w * 12
     values = _pfm_values(data, offset, height * w * 12, little_endian)
-    flow = tf.reverse(tf.reshape(values, [height, w, 3]), axis=[0])[:, left:left + width, :2] / divisor
+    # Cut to the crop's columns and (u, v) first: only those are turned over.
+    flow = tf.reverse(tf.reshape(values, [height, w, 3])[:, left:left + width, :2], axis=[0]) / divisor
     pair = tf.reverse(tf.concat([im1[top:top + height, left:left + width],
                                  im0[top:top + height, left:left + width]], axis=-1), axis=[-1])
     return finish(pair, flow, crop)
@@ -192,7 +193,7 @@ def _ft3d_whole(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, header: 
     h, w = tf.shape(im0)[0], tf.shape(im0)[1]
     with tf.control_dependencies([tf.debugging.Assert(_pfm_checks(im0, im1, data, header, size), ["mismatch"])]):
         values = _pfm_values(data, tf.strings.length(header), 12 * h * w, little_endian)
-    flow = tf.reverse(tf.reshape(values, [h, w, 3]), axis=[0])[..., :2] / divisor
+    flow = tf.reverse(tf.reshape(values, [h, w, 3])[..., :2], axis=[0]) / divisor
     flow = tf.debugging.assert_all_finite(flow, message="non-finite flow values")
     pair = tf.reverse(tf.concat([im1, im0], axis=-1), axis=[-1])
     flow_bytes = tf.reshape(tf.bitcast(flow, tf.uint8), [h, w, 8])  # host order: little-endian (checked)

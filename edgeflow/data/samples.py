@@ -207,3 +207,16 @@ class Source(Protocol):
     def scan(self, options: ScanOptions) -> SplitScan:
         """Find the split's samples and check them; DataError when the split cannot be read at all."""
         ...
+
+
+class DataSource(Source, Protocol):
+    """A split as its data set keeps it (a folder, FT3D or Sintel under their top folder), which a pack
+    can be made from: it also lists its files (a pack's staleness) and says what it selects."""
+
+    def files(self) -> dict[str, list[int]]:
+        """relative path -> [size, mtime_ns] of every sample file."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """What the split's samples are: the data set and which of its samples (and the flow divisor)."""
+        ...

@@ -27,12 +27,12 @@ from edgeflow.data import exclude
 from edgeflow.data.fc2 import FolderSource
 from edgeflow.data.ft3d import Ft3dSelection, Ft3dSource
 from edgeflow.data.pack import PackSource
-from edgeflow.data.samples import DataError, EvalSplit, Sample, ScanOptions, Source, Splits, SplitScan
+from edgeflow.data.samples import DataError, DataSource, EvalSplit, Sample, ScanOptions, Source, Splits, SplitScan
 from edgeflow.data.sintel import SintelSource
 from edgeflow.data.stage import stage_pack
 
 
-def train_source(cfg: Config) -> Source:
+def train_source(cfg: Config) -> DataSource:
     """Where the training samples are: data.dataset's training part."""
     d = cfg.data
     if d.dataset == "ft3d":
@@ -48,7 +48,7 @@ def ft3d_selection(cfg: Config, part: str, passes: tuple[str, ...]) -> Ft3dSelec
                          cameras=tuple(d.ft3d_cameras), flow_divisor=d.ft3d_flow_divisor)
 
 
-def eval_source(cfg: Config, name: str, spec: SplitConfig) -> Source:
+def eval_source(cfg: Config, name: str, spec: SplitConfig) -> DataSource:
     """Where the samples of the evaluation split `name` of eval.splits are."""
     root, subset = split_root(cfg, spec), split_subset(spec)
     key = f"eval.splits.{name}.root" if spec.root else ("data.val_dir" if spec.dataset == "fc2" else "data.root")
@@ -59,10 +59,10 @@ def eval_source(cfg: Config, name: str, spec: SplitConfig) -> Source:
     return FolderSource(name, root, key)
 
 
-def origin_sources(cfg: Config) -> list[Source]:
+def origin_sources(cfg: Config) -> list[DataSource]:
     """The sources of every split of `cfg`, as the data set keeps them: train; val unless the run's own
     evaluation split is a holdout (or there is none); each evaluation split of eval.splits."""
-    out = [train_source(cfg)]
+    out: list[DataSource] = [train_source(cfg)]
     if cfg.data.dataset == "fc2" and cfg.data.val_dir:
         out.append(FolderSource(BUILTIN_SPLIT, cfg.data.val_dir, "data.val_dir"))
     out += [eval_source(cfg, name, spec) for name, spec in cfg.eval.splits.items()]
@@ -86,19 +86,19 @@ def sources_for(cfg: Config, *, stage: bool = False) -> list[Source]:
     when data.stage_to_local asks for it (the trainer does; checks read the pack where it is)."""
     origins = origin_sources(cfg)
     if cfg.data.format != "packed":
-        return origins
+        return list(origins)
     root = cfg.data.packed_dir
     if stage and cfg.data.stage_to_local:
         root = str(stage_pack(cfg.data.packed_dir, [o.split for o in origins]))
     sizes = split_sizes(cfg)
     digest = exclusion_digest(cfg)
-    return [PackSource(o.split, root, o, sizes[o.split], exclusion=digest) for o in origins]  # type: ignore[arg-type]
+    return [PackSource(o.split, root, o, sizes[o.split], exclusion=digest) for o in origins]
 
 
 def data_source_record(cfg: Config) -> dict[str, Any]:
     """What the training samples are (data set, which of its samples, the flow divisor): run.json keeps it."""
     source = train_source(cfg)
-    record = dict(source.record())  # type: ignore[attr-defined]
+    record = dict(source.record())
     record["location"] = os.path.abspath(source.location)
     return record
 
