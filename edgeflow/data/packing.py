@@ -221,6 +221,7 @@ def _pack_samples(samples: list[Sample], source: str, tmp: Path, split: str, *, 
     whole, diagnose = reader.whole, reader.problems
     table = (*reader.columns(samples), tf.range(n, dtype=tf.int64))
 
+    @tf.autograph.experimental.do_not_convert  # plain ops, no Python control flow to convert
     def load(*row: tf.Tensor):  # noqa: ANN202
         record, size = whole(*row[:-1])
         return record, size, row[-1]
