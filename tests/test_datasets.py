@@ -303,3 +303,13 @@ def test_deep_preflight_of_ft3d_and_sintel_imports_no_tensorflow(rendered: dict[
     assert "imported: []" in proc.stdout
     assert ("preflight: OK: 44 training and 4 validation samples (holdout of the training samples, seed 2024); "
             "evaluation splits: 6 in sintel-final") in proc.stdout
+
+
+def test_a_resume_with_another_flow_divisor_is_refused(tmp_path: Path) -> None:
+    from edgeflow.train.start import StartError, check_flow_meaning
+
+    cfg = config_mod.from_dict({"data": {"dataset": "ft3d", "root": str(tmp_path), "holdout_samples": 1}})
+    check_flow_meaning({"data_source": {"dataset": "ft3d", "flow_divisor": 12.5}}, cfg, tmp_path)
+    check_flow_meaning({"signature": {}}, cfg, tmp_path)  # a run from before data sources were recorded
+    with pytest.raises(StartError, match="trained on flow divided by 1.0 .* the config gives 12.5"):
+        check_flow_meaning({"data_source": {"dataset": "ft3d", "flow_divisor": 1.0}}, cfg, tmp_path)
