@@ -4,7 +4,11 @@
 (2) Samples/s of the input paths at 180x240 on real demo samples, at 1 and 2 threads: the PNG floor
     (cv2.imread of the two PNGs and np.fromfile of the .flo in a plain Python loop), the tf.data PNG
     path, and the tf.data path over a decode-once pack (data.format: packed), with the packed/PNG
-    ratios per core. Prints figures only; nothing is asserted.
+    ratios per core.
+(3) FlyingThings3D (540x960 frames, PFM flow) next to FC2 (384x512, .flo): flow files decoded per
+    second (NumPy, and TensorFlow's native ops as the pipeline uses them), and samples/s of the tf.data
+    PNG+PFM path and of a pack of it at 180x240, per CPU-second.
+Prints figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -163,12 +167,104 @@ def bench_pipeline(tmp: Path) -> None:
           f"per-CPU-second figures much less)")
 
 
-def main() -> None:
+def _files_per_second(read, paths: list[str], seconds: float = 2.0) -> tuple[float, float]:
+    """(files per wall second, per CPU second) of `read` over `paths` in a loop on one thread."""
+    done, start, cpu = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        for path in paths:
+            read(path)
+            done += 1
+    return done / (time.perf_counter() - start), done / (time.process_time() - cpu)
+
+
+FT3D_PACKED_EPOCH = 256
+
+
+def bench_ft3d(tmp: Path) -> None:
+    import dataclasses
+    import shutil
+
+    import tensorflow as tf
+
+    from edgeflow.data import flo, pfm
+    from edgeflow.data.demo import render_demo_dataset
+    from edgeflow.data.demo_layouts import render_ft3d
+    from edgeflow.data.fc2 import scan_split
+    from edgeflow.data.ft3d import Ft3dSelection, Ft3dSource
+    from edgeflow.data.pack import open_pack
+    from edgeflow.data.packing import pack_split
+    from edgeflow.data.samples import ScanOptions
+
+    render_ft3d(tmp / "ft3d", scenes=1, test_scenes=0, frames=5, seed=0)
+    source = Ft3dSource("train", str(tmp / "ft3d"), Ft3dSelection())
+    ft3d_samples = source.scan(ScanOptions()).valid  # 2 passes x 2 directions x 4 frames
+    if not (tmp / "pipe/train").is_dir():
+        render_demo_dataset(tmp / "pipe", PIPE_SAMPLES, 0, seed=1)
+    fc2_samples = scan_split(tmp / "pipe/train").valid
+    pfms = sorted({s.flow for s in ft3d_samples})
+    flos = [s.flow for s in fc2_samples]
+
+    header = pfm.read_header(pfms[0])[0]  # the demo's PFMs are all little-endian 540x960
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def tf_pfm_graph(path: tf.Tensor) -> tf.Tensor:
+        # As the pipeline reads a whole PFM for packing: one read, the values after the header, rows flipped.
+        data = tf.io.read_file(path)
+        values = tf.io.decode_raw(tf.strings.substr(data, header.bytes, header.data_bytes), tf.float32,
+                                  little_endian=True)
+        return tf.reduce_sum(tf.reverse(tf.reshape(values, [header.height, header.width, 3])[..., :2], axis=[0]))
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def tf_flo_graph(path: tf.Tensor) -> tf.Tensor:
+        data = tf.io.read_file(path)
+        return tf.reduce_sum(tf.io.decode_raw(tf.strings.substr(data, 12, 8 * 384 * 512), tf.float32))
+
+    def tf_pfm(path: str) -> None:
+        tf_pfm_graph(tf.constant(path)).numpy()
+
+    def tf_flo(path: str) -> None:
+        tf_flo_graph(tf.constant(path)).numpy()
+
+    print("flow files decoded per second, one thread (wall, per CPU-second):")
+    for name, read, paths, size in (("PFM 540x960 (FT3D), NumPy", pfm.read_pfm, pfms, "6.2 MB"),
+                                    ("PFM 540x960 (FT3D), TF ops, whole", tf_pfm, pfms, "6.2 MB"),
+                                    (".flo 384x512 (FC2), NumPy", flo.read_flo, flos, "1.6 MB"),
+                                    (".flo 384x512 (FC2), TF ops, whole", tf_flo, flos, "1.6 MB")):
+        read(paths[0])  # warm-up: first trace, page cache
+        wall, per_cpu = _files_per_second(read, paths)
+        print(f"  {name:<36} ({size}): {wall:8.1f} wall {per_cpu:8.1f} per CPU-s")
+
+    pack_split(source, tmp / "pack-ft3d", input_size=(180, 240), show_progress=False)
+    packed = open_pack(tmp / "pack-ft3d/train").samples
+    copies = []
+    for i, base in enumerate(packed):  # distinct record files: 16 x 7.3 MB, more than any CPU cache holds
+        record = tmp / "pack-ft3d/copies" / f"{i:07d}.rec"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(base.record, record)
+        copies.append(dataclasses.replace(base, record=str(record)))
+    epochs = {"FC2 PNG+.flo": [fc2_samples[i % len(fc2_samples)] for i in range(PIPE_EPOCH)],
+              "FT3D PNG+PFM": [ft3d_samples[i % len(ft3d_samples)] for i in range(PIPE_EPOCH)],
+              "FT3D packed": [copies[i % len(copies)] for i in range(FT3D_PACKED_EPOCH)]}
+    print("train pipeline at 180x240, samples/s: wall, per thread, per CPU-second")
+    for threads in (1, 2):
+        for name, samples in epochs.items():
+            wall, per_cpu, build = _pipeline_rate(samples, threads)
+            print(f"  {name:<14} {threads} thread(s): {wall:8.1f} wall {wall / threads:8.1f} per thread "
+                  f"{per_cpu:8.1f} per CPU-s (dataset build {build:.2f} s CPU per epoch)")
+    print(f"(machine: {os.cpu_count()} cores shared with other work; wall figures vary with load, "
+          f"per-CPU-second figures much less)")
+
+
+def main(parts: list[str] | None = None) -> None:
+    """All three parts; `python -m bench.bench_data ft3d` runs only (3)."""
+    parts = parts or ["preflight", "pipeline", "ft3d"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="edgeflow-bench-data-") as tmp:
-        bench_preflight(Path(tmp))
-        bench_pipeline(Path(tmp))
+        for part in parts:
+            {"preflight": bench_preflight, "pipeline": bench_pipeline, "ft3d": bench_ft3d}[part](Path(tmp))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -71,6 +71,21 @@ BN_MODES = ("recalibrate", "batch_stats")
 
 PREFLIGHT_DEEP_MODES = ("auto", "full", "sample", "headers")  # not "off": YAML reads that as false
 
+# data.dataset and eval.splits.<name>.dataset: the data sets edgeflow reads (docs/data.md).
+DATASETS = ("fc2", "ft3d", "sintel")
+FT3D_PASSES = ("clean", "final")
+FT3D_DIRECTIONS = ("into_future", "into_past")
+FT3D_CAMERAS = ("left", "right")
+SINTEL_PASSES = ("clean", "final")
+# An evaluation split's subsets per data set, the first the default: FC2's validation folder; Sintel's
+# training pass; FT3D's TEST part in one pass (reported only: a test set is never selected on).
+SPLIT_SUBSETS = {"fc2": ("val",), "sintel": ("final", "clean"), "ft3d": ("final", "clean")}
+# The size Sintel is evaluated at: the centre 416x1024 crop of its 436x1024 frames, as the established
+# comparisons report it (both sides a multiple of 16, so no label is resized).
+SINTEL_EVAL_SIZE = (416, 1024)
+BUILTIN_SPLIT = "val"  # the run's own evaluation split: data.val_dir, or the holdout of the training split
+RESERVED_SPLIT_NAMES = ("train", BUILTIN_SPLIT)
+
 
 class ConfigError(ValueError):
     """A config value that cannot be used; the message starts with the dotted key."""
@@ -87,7 +102,49 @@ class RuntimeConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training augmentation (off by default: the FC2 protocol takes one random crop and nothing else).
+    Every draw comes from the run's seeded per-epoch generators, so a resume is bit-exact."""
+
+    # Photometric: the same random brightness, contrast, saturation and gamma for both frames.
+    photometric: bool = False
+    brightness: float = 0.2  # added, as a fraction of the value range, in [-b, b]
+    contrast: float = 0.2    # factor in [1 - c, 1 + c] about the mean
+    saturation: float = 0.2  # factor in [1 - s, 1 + s] about the grey value
+    gamma: float = 0.1       # exponent in [1 - g, 1 + g]
+    # Spatial: a random zoom into the crop (flow scaled with it) and flips (flow components negated).
+    spatial: bool = False
+    max_zoom: float = 1.5    # zoom factor in [1, max_zoom]
+    hflip: float = 0.5       # probability of a left-right flip
+    vflip: float = 0.0       # probability of an up-down flip
+    # Occlusion (eraser): boxes of img_1 painted with its mean colour; the flow is unchanged.
+    eraser: bool = False
+    eraser_prob: float = 0.5  # probability that a sample gets boxes at all
+    eraser_boxes: int = 2     # 1..eraser_boxes boxes
+    eraser_min: float = 0.1   # box side as a fraction of the crop side, in [eraser_min, eraser_max]
+    eraser_max: float = 0.25
+
+    @property
+    def enabled(self) -> bool:
+        return self.photometric or self.spatial or self.eraser
+
+
+@dataclass
 class DataConfig:
+    # fc2 (train_dir / val_dir folders) | ft3d | sintel (both under `root`, the data set's top folder).
+    dataset: str = "fc2"
+    root: str = ""
+    # FlyingThings3D: which samples of its TRAIN part, and the divisor its flow is scaled by before
+    # clipping (the established EdgeFlowNAS retraining's choice, recorded in the run).
+    ft3d_passes: list[str] = field(default_factory=lambda: list(FT3D_PASSES))
+    ft3d_directions: list[str] = field(default_factory=lambda: list(FT3D_DIRECTIONS))
+    ft3d_cameras: list[str] = field(default_factory=lambda: ["left"])
+    ft3d_flow_divisor: float = 12.5
+    # MPI-Sintel: the training split's pass.
+    sintel_pass: str = "final"
+    # A file listing known-bad sample files to leave out on purpose (counted and recorded, never silently).
+    exclude_list: str = ""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train_dir: str = "data/FlyingChairs2/train"
     # Empty string: carve a fixed holdout of `holdout_samples` from train_dir instead.
     val_dir: str = "data/FlyingChairs2/val"
@@ -154,6 +211,18 @@ class TrainConfig:
 
 
 @dataclass
+class SplitConfig:
+    """A named evaluation split: a data set, its subset, where it is and the size it is evaluated at."""
+
+    dataset: str = "fc2"
+    subset: str = ""   # fc2: val; sintel: final | clean; ft3d: final | clean (its TEST part). "": the first
+    root: str = ""     # the data set's top folder ("": data.root when data.dataset is the same; fc2: data.val_dir)
+    height: int = 0    # centre crop; 0: data.input_height (Sintel: 416)
+    width: int = 0     # 0: data.input_width (Sintel: 1024)
+    batches: int = 0   # eval batches of eval.batch_size; 0: every sample
+
+
+@dataclass
 class EvalConfig:
     every_epochs: int = 1
     batch_size: int = 32
@@ -167,6 +236,12 @@ class EvalConfig:
     # mode); "batch_stats": the original trainer's (BN in training mode on each eval batch, moving
     # statistics untouched), to compare with numbers that trainer logged.
     bn_mode: str = "recalibrate"
+    # More evaluation splits, by name (e.g. sintel-final): each evaluated with the pool after every
+    # evaluation, and on request by eval/rank/search/export --split NAME.
+    splits: dict[str, SplitConfig] = field(default_factory=dict)
+    # The split early stopping and the best checkpoint follow: "val" (data.val_dir or the holdout) or a
+    # name of `splits`.
+    select_on: str = BUILTIN_SPLIT
 
 
 @dataclass
@@ -277,11 +352,32 @@ def build_section(cls: type, raw: Any, prefix: str, problems: list[ConfigError] 
         try:
             if isinstance(tp, type) and dataclasses.is_dataclass(tp):
                 kwargs[f.name] = build_section(tp, raw[f.name], key, problems)
+            elif typing.get_origin(tp) is dict:
+                kwargs[f.name] = _build_mapping(tp, raw[f.name], key, problems)
             else:
                 kwargs[f.name] = _coerce(raw[f.name], tp, key)
         except ConfigError as exc:
             fail(exc)
     return cls(**kwargs)
+
+
+def _build_mapping(tp: Any, raw: Any, key: str, problems: list[ConfigError] | None) -> dict[str, Any]:
+    """A `dict[str, X]` field: names to values of X (a section when X is a dataclass), each checked."""
+    _, item_tp = typing.get_args(tp)
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}: expected a mapping of names, got {type(raw).__name__} {shown(raw)}")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"{key}: names must be strings, got {shown(name)}")
+        where = f"{key}.{name}"
+        if isinstance(item_tp, type) and dataclasses.is_dataclass(item_tp):
+            out[name] = build_section(item_tp, value, where, problems)
+        else:
+            out[name] = _coerce(value, item_tp, where)
+    return out
 
 
 def shown_key(key: str) -> str:
@@ -337,15 +433,30 @@ def value_problems(cfg: Config) -> list[ConfigError]:
     require(r.heartbeat_seconds > 0, "runtime.heartbeat_seconds", f"must be > 0, got {r.heartbeat_seconds}")
     require(r.progress_seconds > 0, "runtime.progress_seconds", f"must be > 0, got {r.progress_seconds}")
 
-    require(bool(d.train_dir), "data.train_dir", "must name a folder")
-    require(bool(d.val_dir) or d.holdout_samples > 0, "data.val_dir",
-             "is empty and data.holdout_samples is 0: there would be no evaluation split")
-    require(not (d.val_dir and d.holdout_samples > 0), "data.holdout_samples",
-             "must be 0 when data.val_dir is set (choose one evaluation split)")
+    require(d.dataset in DATASETS, "data.dataset", f"must be one of {', '.join(DATASETS)}, got {shown(d.dataset)}")
+    if d.dataset == "fc2":
+        require(bool(d.train_dir), "data.train_dir", "must name a folder")
+        require(bool(d.val_dir) or d.holdout_samples > 0 or e.select_on != BUILTIN_SPLIT, "data.val_dir",
+                "is empty and data.holdout_samples is 0: there would be no evaluation split")
+        require(not (d.val_dir and d.holdout_samples > 0), "data.holdout_samples",
+                "must be 0 when data.val_dir is set (choose one evaluation split)")
+    else:
+        require(bool(d.root), "data.root", f"must name the {DATASET_NAMES[d.dataset]} folder (data.dataset is "
+                                           f"{d.dataset})")
     require(d.holdout_samples >= 0, "data.holdout_samples", f"must be >= 0, got {d.holdout_samples}")
-    if d.val_dir:
+    if d.val_dir and d.dataset == "fc2":
         require(not is_test_split_name(d.val_dir), "data.val_dir",
                  f"{shown(d.val_dir)} is named like a test split; a test set is never used for selection")
+    for key, values, choices in (("data.ft3d_passes", d.ft3d_passes, FT3D_PASSES),
+                                 ("data.ft3d_directions", d.ft3d_directions, FT3D_DIRECTIONS),
+                                 ("data.ft3d_cameras", d.ft3d_cameras, FT3D_CAMERAS)):
+        require(bool(values) and set(values) <= set(choices) and len(set(values)) == len(values), key,
+                f"must list one or both of {', '.join(choices)} once each, got {shown(values)}")
+    require(d.ft3d_flow_divisor > 0, "data.ft3d_flow_divisor", f"must be > 0, got {d.ft3d_flow_divisor}")
+    require(d.sintel_pass in SINTEL_PASSES, "data.sintel_pass",
+            f"must be one of {', '.join(SINTEL_PASSES)}, got {shown(d.sintel_pass)}")
+    augment_problems(d.augment, require)
+    split_problems(cfg, require)
     require(d.input_height >= 16 and d.input_width >= 16, "data.input_height",
              f"input must be at least 16x16, got {d.input_height}x{d.input_width}")
     require(d.input_height % 2 == 0 and d.input_width % 2 == 0, "data.input_height",
@@ -416,6 +527,111 @@ def value_problems(cfg: Config) -> list[ConfigError]:
     require(c.init_from.strip() == c.init_from, "checkpoint.init_from",
             f"has leading or trailing spaces: {shown(c.init_from)}")
     return problems
+
+
+DATASET_NAMES = {"fc2": "FlyingChairs2", "ft3d": "FlyingThings3D", "sintel": "MPI-Sintel"}
+
+
+def augment_problems(a: AugmentConfig, require: Callable[[bool, str, str], None]) -> None:
+    for name in ("brightness", "contrast", "saturation", "gamma"):
+        value = getattr(a, name)
+        require(0 <= value < 1, f"data.augment.{name}", f"must be in [0, 1), got {value}")
+    require(1 <= a.max_zoom <= 4, "data.augment.max_zoom", f"must be in [1, 4], got {a.max_zoom}")
+    for name in ("hflip", "vflip", "eraser_prob"):
+        value = getattr(a, name)
+        require(0 <= value <= 1, f"data.augment.{name}", f"must be a probability in [0, 1], got {value}")
+    require(1 <= a.eraser_boxes <= 16, "data.augment.eraser_boxes", f"must be in 1..16, got {a.eraser_boxes}")
+    require(0 < a.eraser_min <= a.eraser_max <= 1, "data.augment.eraser_min",
+            f"need 0 < eraser_min <= eraser_max <= 1, got {a.eraser_min} and {a.eraser_max}")
+
+
+def has_builtin_split(cfg: Config) -> bool:
+    """Whether the run has its own evaluation split "val": FC2's val_dir or holdout, another data set's holdout."""
+    d = cfg.data
+    if d.dataset == "fc2":
+        return bool(d.val_dir) or d.holdout_samples > 0
+    return d.holdout_samples > 0
+
+
+def split_subset(spec: SplitConfig) -> str:
+    return spec.subset or SPLIT_SUBSETS.get(spec.dataset, ("",))[0]
+
+
+def split_size(cfg: Config, spec: SplitConfig) -> tuple[int, int]:
+    """(height, width) of an evaluation split's centre crop."""
+    default = SINTEL_EVAL_SIZE if spec.dataset == "sintel" else (cfg.data.input_height, cfg.data.input_width)
+    return spec.height or default[0], spec.width or default[1]
+
+
+def split_root(cfg: Config, spec: SplitConfig) -> str:
+    """The folder an evaluation split reads: its root, else data.root for the run's own data set, else
+    (FC2) data.val_dir; "" when there is none."""
+    if spec.dataset == "fc2":
+        return str(Path(spec.root) / "val") if spec.root else cfg.data.val_dir
+    if spec.root:
+        return spec.root
+    return cfg.data.root if cfg.data.dataset == spec.dataset else ""
+
+
+def split_problems(cfg: Config, require: Callable[[bool, str, str], None]) -> None:
+    e = cfg.eval
+    for name, spec in e.splits.items():
+        key = f"eval.splits.{name}"
+        require(bool(SAFE_NAME.match(name)) and set(name) != {"."}, key,
+                "a split name must be letters, digits, '_', '-' or '.' (it names a folder)")
+        require(name not in RESERVED_SPLIT_NAMES, key, f"{shown(name)} is reserved (the run's own splits)")
+        if spec.dataset not in DATASETS:
+            require(False, f"{key}.dataset", f"must be one of {', '.join(DATASETS)}, got {shown(spec.dataset)}")
+            continue
+        subsets = SPLIT_SUBSETS[spec.dataset]
+        require(split_subset(spec) in subsets, f"{key}.subset",
+                f"must be one of {', '.join(subsets)} for {spec.dataset}, got {shown(spec.subset)}")
+        root_help = ("its val/ folder's parent (or set data.val_dir)" if spec.dataset == "fc2" else
+                     f"the {DATASET_NAMES[spec.dataset]} folder")
+        require(bool(split_root(cfg, spec)), f"{key}.root", f"must name {root_help}")
+        for side in ("height", "width"):
+            value = getattr(spec, side)
+            require(value == 0 or (value >= 16 and value % 2 == 0), f"{key}.{side}",
+                    f"must be 0 (the default) or even and at least 16, got {value}")
+        require(spec.batches >= 0, f"{key}.batches", f"must be >= 0 (0: every sample), got {spec.batches}")
+    if e.select_on == BUILTIN_SPLIT:
+        # FC2 without val_dir or holdout is reported as such (data.val_dir) already.
+        require(has_builtin_split(cfg) or cfg.data.dataset == "fc2", "eval.select_on",
+                f"is 'val', but data.dataset {cfg.data.dataset} has no own evaluation split: set "
+                f"data.holdout_samples, or name a split of eval.splits")
+    elif e.select_on not in e.splits:
+        known = ", ".join([BUILTIN_SPLIT, *e.splits])
+        require(False, "eval.select_on", f"{shown(e.select_on)} is not a split (known: {known})")
+    else:
+        spec = e.splits[e.select_on]
+        require(spec.dataset != "ft3d", "eval.select_on",
+                f"{e.select_on} is FlyingThings3D's TEST part: a test set is never used for selection")
+        if spec.dataset == "fc2" and split_root(cfg, spec):
+            require(not is_test_split_name(split_root(cfg, spec)), "eval.select_on",
+                    f"{e.select_on} reads {split_root(cfg, spec)}, named like a test split; a test set is never "
+                    f"used for selection")
+
+
+def data_paths(cfg: Config) -> list[tuple[str, str]]:
+    """(dotted key, path) of every folder and file the config's data is read from (absolute or not, as
+    given): what a job must see on the node, and bind into its container."""
+    d = cfg.data
+    out: list[tuple[str, str]] = []
+    if d.dataset == "fc2":
+        out.append(("data.train_dir", d.train_dir))
+        if d.val_dir:
+            out.append(("data.val_dir", d.val_dir))
+    else:
+        out.append(("data.root", d.root))
+    if d.exclude_list:
+        out.append(("data.exclude_list", d.exclude_list))
+    for name, spec in cfg.eval.splits.items():
+        root = split_root(cfg, spec)
+        if root and root not in {p for _, p in out}:
+            out.append((f"eval.splits.{name}.root", root))
+    if d.format == "packed" and d.packed_dir:
+        out.append(("data.packed_dir", d.packed_dir))
+    return out
 
 
 def raise_all(problems: list[ConfigError], blame: Callable[[str], str] | None = None) -> None:

@@ -1,7 +1,9 @@
-"""`python -m edgeflow eval --run DIR [--archs CODE ...] [--checkpoint best|latest] [--bn-mode MODE]`: EPE table.
+"""`python -m edgeflow eval --run DIR [--archs CODE ...] [--checkpoint best|latest] [--bn-mode MODE]
+[--split NAME]`: EPE table.
 
 Uses the run's saved config.yaml (its data, input size and eval settings), the same BN recalibration
-and eval batches as training, and never writes into the run directory.
+and eval batches as training, on the evaluation split the run selects on or the one --split names,
+and never writes into the run directory.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeflow import rundir
-from edgeflow.commands.options import add_run_overrides
+from edgeflow.commands.options import add_run_overrides, add_split_option
 from edgeflow.config import BN_MODES, ConfigError
 from edgeflow.data.samples import DataError
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="arch codes such as 000021222 (default: the run's eval pool)")
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                         help="which checkpoint of the run (default best)")
+    add_split_option(parser)
     add_run_overrides(parser)
     parser.add_argument("--bn-mode", choices=(*BN_MODES, "both"), default=None,
                         help="recalibrate: this project's protocol; batch_stats: the original trainer's (BN on "
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run = open_run(args.run, args.checkpoint, args.overrides)
         codes = [format_arch(parse_arch(c)) for c in args.archs] if args.archs else list(run.cfg.eval.pool)
+        split = run.eval_split(args.split)
         splits = run.splits
     except DataError as exc:
         print(f"edgeflow eval: {exc}", file=sys.stderr)
@@ -65,12 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {len(run.uncalibrated_bn)} imported depth-branch BN statistics are not calibrated; "
               f"recalibrate replaces them per arch, batch_stats does not use them", file=sys.stderr)
     model = run.build_model()
-    recal, evals = datasets(cfg, splits.train, splits.val)
+    recal, evals = datasets(cfg, splits.train, split.samples, size=split.size,
+                            batches=split.num_batches(cfg.eval.batch_size))
     evaluator = Evaluator(model, cfg)
     results = {m: evaluator.evaluate(codes, recal, evals, bn_mode=m) for m in modes}
     if args.json:
         head = {"run": str(run.paths.root), "checkpoint": args.checkpoint, "epoch": run.epoch,
-                "val_samples": len(splits.val), "bn_mode": mode}
+                "split": split.name, "val_samples": len(split.samples), "eval_size": list(split.size),
+                "bn_mode": mode}
         if imported:
             head["imported_from"] = imported
         body = ({"results": {m: r.fields() for m, r in results.items()}} if mode == "both"
@@ -78,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({**head, **body}, indent=2))
         return EXIT_OK
     print(f"run {run.paths.root}  checkpoint {args.checkpoint} ({run.pointer.prefix.name}, epoch {run.epoch})  "
-          f"eval split {splits.val_source}: {len(splits.val)} samples")
+          f"eval split {split.record.get('source') or split.name}: {len(split.samples)} samples "
+          f"at {split.size[0]}x{split.size[1]}")
     print(f"{'arch':<12}" + "".join(f"{'EPE ' + m:>22}" for m in modes))
     for code in codes:
         print(f"{code:<12}" + "".join(f"{results[m].arch_epe[code]:>22.4f}" for m in modes))

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from edgeflow.commands.interrupted import interrupted
-from edgeflow.commands.options import add_run_overrides
+from edgeflow.commands.options import add_run_overrides, add_split_option
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import DataError
 from edgeflow.export import vela as vela_mod
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--vela-config", default=vela_mod.DEFAULT_ACCELERATOR, choices=vela_mod.ACCELERATORS,
                         metavar="ACCEL", help=f"Vela accelerator ({', '.join(vela_mod.ACCELERATORS)}; "
                                               f"default {vela_mod.DEFAULT_ACCELERATOR})")
+    add_split_option(parser)
     add_run_overrides(parser)
     return parser
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     request = ExportRequest(run=args.run, arch=args.arch, out=args.out, checkpoint=args.checkpoint,
                             height=args.height, width=args.width, vela=args.vela,
                             vela_config=args.vela_config, calibration_samples=args.calibration_samples,
-                            overrides=list(args.overrides))
+                            overrides=list(args.overrides), split=args.split)
     try:
         export(request)
     except DataError as exc:

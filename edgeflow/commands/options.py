@@ -18,3 +18,11 @@ def add_run_overrides(parser: argparse.ArgumentParser) -> None:
     """Repeatable --set KEY=VALUE on a run's saved config (args.overrides)."""
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the run's config, e.g. --set data.val_dir=... (repeatable)")
+
+
+def add_split_option(parser: argparse.ArgumentParser) -> None:
+    """--split NAME: the evaluation split to measure on (args.split)."""
+    parser.add_argument("--split", metavar="NAME", default=None,
+                        help="evaluation split: 'val' (the run's own) or a name of the run's eval.splits, e.g. "
+                             "sintel-final (default: the one the run selects on, eval.select_on); results are "
+                             "keyed by it")

@@ -14,14 +14,15 @@ from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m edgeflow pack",
-        description="Decode every valid sample of data.train_dir and data.val_dir once into a pack that "
-                    "training reads without PNG decoding (data.format: packed). Exit 0 when packed, 4 when "
-                    "the data cannot be packed, 2 for a bad config.")
+        description="Decode every valid sample of the config's splits (training, validation, eval.splits; any "
+                    "data set) once into a pack that training reads without PNG decoding (data.format: "
+                    "packed). Exit 0 when packed, 4 when the data cannot be packed, 2 for a bad config.")
     add_config_options(parser, "experiment config (YAML); its data section says what to pack")
     parser.add_argument("--out", default=None,
                         help="folder of the pack (gets train/ and val/); default: data.packed_dir")
-    parser.add_argument("--split", choices=("train", "val", "all"), default="all",
-                        help="which split to pack (default: all the config uses)")
+    parser.add_argument("--split", default="all", metavar="NAME",
+                        help="which split to pack: train, val or a name of eval.splits (default all: every split "
+                             "the config uses)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs, batch jobs)")
     return parser
 

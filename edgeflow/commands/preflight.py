@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a config's data before training: exit 0 when it can train, 4 when the data "
                     "cannot, 2 for a bad config.")
     add_config_options(parser)
-    parser.add_argument("--deep", action="store_true", help="also decode every PNG and .flo (needs OpenCV)")
+    parser.add_argument("--deep", action="store_true",
+                        help="also decode every PNG, .flo and .pfm (needs Pillow or OpenCV)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable report")
     return parser
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from edgeflow.commands.options import add_run_overrides
+from edgeflow.commands.options import add_run_overrides, add_split_option
 from edgeflow.data.samples import DataError
 from edgeflow.nas import rank
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK, EXIT_PREEMPTED
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "e.g. best-000012)")
     parser.add_argument("--shard", metavar="K/N", help="evaluate only shard K (0-based) of N of the selection "
                                                        "(a job array element)")
+    add_split_option(parser)
     add_run_overrides(parser)
     parser.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"),
                         help="rank correlation of two rankings: results.csv files of this command, or CSVs "
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--run is required (or --compare A B)")
     try:
         plan = rank.prepare(args.run, selection_of(args), checkpoint=args.checkpoint, name=args.name,
-                            shard=args.shard, overrides=args.overrides)
+                            shard=args.shard, overrides=args.overrides, split=args.split)
     except DataError as exc:
         _err(str(exc))
         return EXIT_DATA_ERROR
@@ -103,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"rank {plan.name}: {len(plan.codes)} archs selected"
           + (f", shard {k}/{n}" if n > 1 else "")
           + f"; {len(plan.done)} already done for checkpoint {plan.key.checkpoint} "
-            f"(digest {plan.key.checkpoint_digest}, protocol {plan.key.protocol}); {len(plan.todo)} to evaluate",
+            f"(digest {plan.key.checkpoint_digest}, protocol {plan.key.protocol}, split "
+            f"{plan.key_record['split']}); {len(plan.todo)} to evaluate",
           flush=True)
     try:
         outcome = rank.run(plan)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgeflow.commands.options import add_run_overrides
+from edgeflow.commands.options import add_run_overrides, add_split_option
 from edgeflow.data.samples import DataError
 from edgeflow.nas import search
 from edgeflow.nas.rank import RankError
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings(parser)
     parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
                         help="which checkpoint of the run (default best)")
-    parser.add_argument("--name", help="folder RUN/search/NAME (default <checkpoint>_<objectives>_s<seed>)")
+    parser.add_argument("--name", help="folder RUN/search/NAME (default <checkpoint>_<objectives>_s<seed>, "
+                                       "then _<split> for another split than the run selects on)")
+    add_split_option(parser)
     add_run_overrides(parser)
     return parser
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         plan = search.prepare(args.run, settings_of(args), checkpoint=args.checkpoint, name=args.name,
-                              overrides=args.overrides)
+                              overrides=args.overrides, split=args.split)
     except DataError as exc:
         _err(str(exc))
         return EXIT_DATA_ERROR
@@ -71,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     s = plan.settings
     print(f"search {plan.name}: NSGA-II, objectives {','.join(s.objectives)}, {s.evaluations} evaluations, "
-          f"population {s.population}, seed {s.seed}; {len(plan.cache)} results of checkpoint "
-          f"{plan.key.checkpoint} already in the run", flush=True)
+          f"population {s.population}, seed {s.seed}, split {plan.key_record['split']}; {len(plan.cache)} results "
+          f"of checkpoint {plan.key.checkpoint} on it already in the run", flush=True)
     try:
         outcome = search.run(plan)
     except CheckpointError as exc:

@@ -1,20 +1,21 @@
-"""Checks of single files that any data source uses: PNG frames, `.flo` flow, file types.
+"""Checks of single files that any data source uses: PNG frames, `.flo` and `.pfm` flow, file types.
 
 Light module. The header checks read a few bytes per file (a PNG's signature, IHDR and its last 12
-bytes, which must be the IEND chunk, so a PNG cut short is found without decoding it; a `.flo`'s
-header and size), so a whole FC2 tree takes seconds. The deep checks decode (Pillow, else OpenCV)
-and read every flow value. A FIFO or device is reported by its type and never opened.
+bytes, which must be the IEND chunk, so a PNG cut short is found without decoding it; a `.flo`'s or a
+`.pfm`'s header and size), so a whole FC2 tree takes seconds. The deep checks decode (Pillow, else
+OpenCV) and read every flow value. A FIFO or device is reported by its type and never opened.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import stat
 import struct
 from collections.abc import Callable
 
-from edgeflow.data import flo
+from edgeflow.data import flo, pfm
 from edgeflow.data.samples import DataError, Problem
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -93,15 +94,41 @@ def flo_size(path: str) -> tuple[int, int]:
     return height, width
 
 
+def pfm_size(path: str) -> tuple[int, int]:
+    """(height, width) of a 3-channel `.pfm` flow file after checking its header and its exact size."""
+    header = pfm_header(path)
+    return header.height, header.width
+
+
+def pfm_header(path: str) -> pfm.PfmHeader:
+    """The header of a 3-channel `.pfm` flow file, after checking it and the file's exact size."""
+    try:
+        header, size = pfm.read_header(path)
+    except OSError as exc:
+        raise FileProblem("unreadable", f"cannot read: {exc.strerror or exc}") from None
+    except pfm.PfmError as exc:
+        raise FileProblem("bad_pfm_header", detail_of(path, str(exc))) from None
+    if header.channels != 3:
+        raise FileProblem("bad_pfm_header", f"a 1-channel 'Pf' PFM ({header.width}x{header.height}); flow needs "
+                                            f"the 3-channel 'PF' (u, v, unused)")
+    try:
+        pfm.check_size(path, header, size)
+    except pfm.PfmError as exc:
+        raise FileProblem("pfm_file_size", detail_of(path, str(exc))) from None
+    return header
+
+
 def pair_problems(img0: str, img1: str, flow: str, flow_size: Callable[[str], tuple[int, int]],
-                  min_size: tuple[int, int] | None) -> list[Problem]:
+                  min_size: tuple[int, int] | None, *, dims_kind: str = "flo_dims_mismatch",
+                  frame_size: Callable[[str], tuple[int, int]] | None = None) -> list[Problem]:
     """Header-level problems of two frames and their flow (empty: fine); `flow_size` reads the flow's
-    (height, width) or raises FileProblem."""
+    (height, width) or raises FileProblem, as `frame_size` (default png_size) reads a frame's."""
     problems: list[Problem] = []
     sizes: dict[str, tuple[int, int]] = {}
+    read_frame = frame_size or png_size
     for path in (img0, img1):
         try:
-            sizes[path] = png_size(path)
+            sizes[path] = read_frame(path)
         except FileProblem as bad:
             problems.append(Problem(bad.kind, path, bad.detail))
     flow_hw = None
@@ -117,7 +144,7 @@ def pair_problems(img0: str, img1: str, flow: str, flow_size: Callable[[str], tu
         problems.append(Problem("png_too_small", img0,
                                 f"image is {size0[0]}x{size0[1]}, smaller than the {min_size[0]}x{min_size[1]} crop"))
     if size0 and flow_hw and flow_hw != size0:
-        problems.append(Problem("flo_dims_mismatch", flow,
+        problems.append(Problem(dims_kind, flow,
                                 f"flow is {flow_hw[0]}x{flow_hw[1]} but img_0 is {size0[0]}x{size0[1]} (HxW)"))
     return problems
 
@@ -182,3 +209,99 @@ def flo_deep_problems(path: str) -> list[Problem]:
         return [Problem("flo_file_size", path, detail_of(path, str(exc)))]
     bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
     return [Problem("nonfinite_flow", path, f"{bad} non-finite flow values")] if bad else []
+
+
+def pfm_deep_problems(path: str) -> list[Problem]:
+    """Problems found by reading every value of a `.pfm` flow file (all channels): non-finite values, or
+    values that only make sense read in the other byte order (the scale's sign is wrong)."""
+    import numpy as np
+
+    try:
+        header, _ = pfm.read_header(path)
+        values = pfm.read_pfm(path)
+        bad = pfm.implausible(values)
+        if bad and pfm.implausible(pfm.read_pfm(path, byte_order="other")) == 0:
+            said = "little-endian (negative)" if header.little_endian else "big-endian (positive)"
+            return [Problem("pfm_byte_order", path,
+                            f"its scale's sign says {said}, but {bad} values read that way are garbage "
+                            f"(non-finite, subnormal or beyond {pfm.PLAUSIBLE_FLOW:g} px) while the other byte "
+                            f"order reads plausible flow: the scale's sign is wrong")]
+    except OSError as exc:
+        return [Problem("unreadable", path, f"cannot read: {exc.strerror or exc}")]
+    except pfm.PfmError as exc:  # changed since the header pass
+        kind = {"unreadable": "unreadable", "size": "pfm_file_size"}.get(exc.kind, "bad_pfm_header")
+        return [Problem(kind, path, detail_of(path, str(exc)))]
+    nonfinite = int(values.size - np.count_nonzero(np.isfinite(values)))
+    return [Problem("nonfinite_flow", path, f"{nonfinite} non-finite flow values")] if nonfinite else []
+
+
+class FileMemo:
+    """Each file checked once per scan, however many samples share it (a frame of a sequence is img_1
+    of one sample and img_0 of the next; FT3D's flow serves both passes). Threads may race to check a
+    file twice; both get the same answer."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[tuple[str, str], tuple[int, int]] = {}
+        self._bad: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, detail) of a file that failed
+        self._deep: dict[tuple[str, str], list[Problem]] = {}
+
+    def size(self, fn: Callable[[str], tuple[int, int]]) -> Callable[[str], tuple[int, int]]:
+        """`fn` (a header check returning (height, width) or raising FileProblem), remembered per path."""
+        name = fn.__name__
+
+        def checked(path: str) -> tuple[int, int]:
+            key = (name, path)
+            if key not in self._sizes and key not in self._bad:
+                try:
+                    self._sizes[key] = fn(path)
+                except FileProblem as bad:
+                    self._bad[key] = (bad.kind, bad.detail)
+            if key in self._bad:
+                raise FileProblem(*self._bad[key])
+            return self._sizes[key]
+
+        return checked
+
+    def deep(self, fn: Callable[[str], list[Problem]], path: str) -> list[Problem]:
+        """The deep problems of one file, remembered."""
+        key = (fn.__name__, path)
+        if key not in self._deep:
+            self._deep[key] = fn(path)
+        return self._deep[key]
+
+
+def numbered_files(directory: str, pattern: re.Pattern[str]) -> tuple[dict[int, str], list[Problem]]:
+    """The files of `directory` whose name `pattern` matches, by the number of its first group, and a
+    problem for each that is not a regular file; a missing folder holds nothing (its files are reported
+    missing by the samples that need them)."""
+    found: dict[int, str] = {}
+    problems: list[Problem] = []
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                m = pattern.match(entry.name)
+                if not m:
+                    continue
+                found[int(m.group(1))] = entry.path
+                if not entry.is_file():
+                    problem = irregular(entry.path)
+                    if problem is not None:
+                        problems.append(problem)
+    except FileNotFoundError:
+        pass
+    except NotADirectoryError:
+        problems.append(Problem("not_a_file", directory, "is not a folder"))
+    except OSError as exc:
+        raise DataError(f"data folder {directory} cannot be listed: {exc.strerror or exc}") from None
+    return found, problems
+
+
+def subfolders(directory: str, pattern: re.Pattern[str] | None = None) -> list[str]:
+    """Names of the folders in `directory` (matching `pattern`), sorted; none when it is missing."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(e.name for e in entries if e.is_dir() and (pattern is None or pattern.match(e.name)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise DataError(f"data folder {directory} cannot be listed: {exc.strerror or exc}") from None

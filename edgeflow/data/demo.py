@@ -66,11 +66,12 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return np.clip(base + out * rng.uniform(25, 50), 0, 255)
 
 
-def _shape_mask(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _shape_mask(rng: np.random.Generator, height: int, width: int, scale: float = 1.0) -> np.ndarray:
+    """A random shape on a canvas of height x width; `scale` sizes it for frames other than 384x512."""
     cv2 = _cv2()
     mask = np.zeros((height, width), np.uint8)
     cx, cy = rng.uniform(MARGIN, width - MARGIN), rng.uniform(MARGIN, height - MARGIN)
-    radius = rng.uniform(*SHAPE_RADIUS)
+    radius = rng.uniform(*SHAPE_RADIUS) * scale
     kind = rng.integers(3)
     if kind == 0:
         axes = (int(radius), int(radius * rng.uniform(0.4, 1.0)))
@@ -97,7 +98,7 @@ def _affine(rng: np.random.Generator, centre: tuple[float, float], shift: np.nda
     return np.concatenate([lin, (c + shift - lin @ c)[:, None]], axis=1)
 
 
-def _inverse_canvas_map(affine: np.ndarray) -> np.ndarray:
+def inverse_canvas_map(affine: np.ndarray) -> np.ndarray:
     """Frame-1 pixel q -> canvas position of its source: A^-1(q) + MARGIN (for WARP_INVERSE_MAP)."""
     inv = np.linalg.inv(affine[:, :2])
     return np.concatenate([inv, (MARGIN - inv @ affine[:, 2])[:, None]], axis=1)
@@ -119,7 +120,7 @@ def render_sample(rng: np.random.Generator, shapes: int | None = None) -> tuple[
         return np.stack([u, v], axis=-1)
 
     def warp(src: np.ndarray, a: np.ndarray, border: int) -> np.ndarray:
-        return cv2.warpAffine(src, _inverse_canvas_map(a), (WIDTH, HEIGHT),
+        return cv2.warpAffine(src, inverse_canvas_map(a), (WIDTH, HEIGHT),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border)
 
     background = _texture(rng, ch, cw)

@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from edgeflow.data import checks
-from edgeflow.data.samples import DataError, Problem, Sample, ScanOptions, SplitScan, scan_of, sort_key
+from edgeflow.data.exclude import listed_file
+from edgeflow.data.samples import LISTED, DataError, Problem, Sample, ScanOptions, SplitScan, scan_of, sort_key
 
 IMG0_SUFFIX = "-img_0.png"
 IMG1_SUFFIX = "-img_1.png"
@@ -91,7 +92,21 @@ def check_samples(directory: str, found: int, candidates: list[Sample], problems
                   headers: Callable[[Sample], list[Problem]], deep: Callable[[Sample], list[Problem]],
                   options: ScanOptions, workers: int | None = None) -> SplitScan:
     """The header check of every candidate, then the deep check the options ask for: the scan of a
-    split whose samples were listed (any layout; `problems` holds what listing found)."""
+    split whose samples were listed (any layout; `problems` holds what listing found). Samples that use
+    a file of data.exclude_list (`options.exclude`) are left out first, unchecked, and recorded."""
+    listed, matched, left_out = 0, set(), []
+    if options.exclude:
+        kept = []
+        for sample in candidates:
+            hit = listed_file(sample, options.exclude)
+            if hit is None:
+                kept.append(sample)
+                continue
+            listed += 1
+            matched.add(hit[1])
+            left_out.append(Problem(LISTED, hit[0], f"listed in data.exclude_list ({hit[1]})"))
+        candidates = kept
+        problems = problems + left_out
     results = run_chunks(lambda chunk: [headers(s) for s in chunk], candidates,
                          HEADER_WORKERS if workers is None else workers)
     passed = [s for s, found_ in zip(candidates, results, strict=True) if not found_]
@@ -118,8 +133,10 @@ def check_samples(directory: str, found: int, candidates: list[Sample], problems
         bad = {s.sample_id for s, found_ in zip(checked, deep_results, strict=True) if found_}
         problems += [p for found_ in deep_results for p in found_]
         passed = [s for s in passed if s.sample_id not in bad]
-    return scan_of(directory, found, passed, problems, deep_checked=len(checked),
-                   deep_candidates=header_passed if limit != 0 else 0)
+    scan = scan_of(directory, found, passed, problems, deep_checked=len(checked),
+                   deep_candidates=header_passed if limit != 0 else 0, listed=listed)
+    scan.matched_entries = matched
+    return scan
 
 
 HEADERS_ONLY = ScanOptions()
@@ -184,3 +201,6 @@ class FolderSource:
 
     def files(self) -> dict[str, list[int]]:
         return source_files(self.directory)
+
+    def record(self) -> dict[str, Any]:
+        return {"dataset": "fc2"}

@@ -95,7 +95,15 @@ class Pack:
         scan = self.manifest["scan"]
         return SplitScan(directory=self.source, found=int(scan["found"]), valid=list(self.samples),
                          problems={k: list(v) for k, v in scan["problems"].items()},
-                         details=dict(scan["details"]))
+                         details=dict(scan["details"]), listed=int(scan.get("listed", 0)),
+                         matched_entries=set(scan.get("matched_entries", [])))
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        """What the pack's samples are (data set and which of its samples); FC2 for packs made before
+        other data sets were read."""
+        found = self.manifest.get("selection")
+        return dict(found) if isinstance(found, dict) else {"dataset": str(self.manifest.get("dataset", "fc2"))}
 
 
 def split_dir(root: str | os.PathLike[str], split: str) -> Path:
@@ -256,8 +264,12 @@ def check_input_size(pack: Pack, size: tuple[int, int]) -> None:
                         f"input size; re-pack with this config")
 
 
+def describe_selection(selection: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {'+'.join(map(str, v)) if isinstance(v, list) else v}" for k, v in selection.items())
+
+
 class Origin(Protocol):
-    """The source a pack is made from, as far as a pack needs it (a FolderSource, for one)."""
+    """The source a pack is made from, as far as a pack needs it (a FolderSource, an Ft3dSource, ...)."""
 
     @property
     def key(self) -> str: ...
@@ -266,6 +278,8 @@ class Origin(Protocol):
     def location(self) -> str: ...
 
     def files(self) -> dict[str, list[int]]: ...
+
+    def record(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -278,6 +292,7 @@ class PackSource:
     origin: Origin
     min_size: tuple[int, int]
     check_source: bool = True  # judge staleness against the source folder (when it is here)
+    exclusion: str = ""  # sha256 of the config's data.exclude_list ("" without one)
 
     @property
     def key(self) -> str:
@@ -298,6 +313,13 @@ class PackSource:
         if os.path.realpath(pack.source) != os.path.realpath(self.origin.location):
             raise DataError(f"pack {pack.directory} was made from {pack.source}, but {self.origin.key} is "
                             f"{self.origin.location}: a pack of another source")
+        if pack.selection != self.origin.record():
+            raise DataError(f"pack {pack.directory} holds {describe_selection(pack.selection)}, but the config asks "
+                            f"for {describe_selection(self.origin.record())}: a pack of other samples; re-pack with "
+                            f"this config")
+        if str(pack.manifest.get("exclude_list_sha256", "")) != self.exclusion:
+            raise DataError(f"pack {pack.directory} was made with another data.exclude_list (or without one, or "
+                            f"with one where the config has none): re-pack with this config")
         check_input_size(pack, self.min_size)
         if not self.check_source:
             return pack, ""

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from edgeflow import config as config_mod
 from edgeflow import progress
-from edgeflow.data import fc2, readers
+from edgeflow.data import readers
 from edgeflow.data.pack import (
     BYTES_PER_PIXEL,
     FORMAT,
@@ -43,8 +43,8 @@ from edgeflow.data.pack import (
     record_header,
     split_dir,
 )
-from edgeflow.data.samples import DataError, Problem, Sample, ScanOptions
-from edgeflow.data.splits import folder_sources
+from edgeflow.data.samples import DataError, DataSource, Problem, Sample, ScanOptions
+from edgeflow.data.splits import exclude_listing, origin_sources, split_sizes
 from edgeflow.rundir import atomic_write_text, fsync_dir, staging
 
 _IO_WORKERS = 8  # file writes and sha256 release the GIL
@@ -99,11 +99,13 @@ def _publish(folder: Path, final: Path) -> None:
     staging.remove_leftovers(final, (STAGE_KIND,))
 
 
-def pack_split(source: fc2.FolderSource, root: str | os.PathLike[str], *, input_size: tuple[int, int],
-               parallel: int = 0, show_progress: bool = True) -> PackResult:
+def pack_split(source: DataSource, root: str | os.PathLike[str], *, input_size: tuple[int, int],
+               parallel: int = 0, show_progress: bool = True, exclude: frozenset[str] = frozenset(),
+               exclude_sha256: str = "") -> PackResult:
     """Decode every valid sample of `source` once into a pack at `<root>/<split>`. Samples that fail to
     decode are excluded and recorded as the deep scan would record them; a decode failure the deep check
-    cannot explain is an error."""
+    cannot explain is an error. Samples using a file of data.exclude_list (`exclude`) are left out and
+    recorded, and the pack remembers the list (`exclude_sha256`)."""
     if sys.byteorder != "little":
         raise DataError("packing needs a little-endian host (records hold little-endian float32)")
     start = time.perf_counter()
@@ -112,7 +114,7 @@ def pack_split(source: fc2.FolderSource, root: str | os.PathLike[str], *, input_
     src = os.path.abspath(source.location)
     check_destination(out_root, split, src)
     files_before = source.files() if os.path.isdir(src) else {}
-    scan = fc2.scan_split(src, ScanOptions(min_size=input_size))
+    scan = source.scan(ScanOptions(min_size=input_size, exclude=exclude))
     final = split_dir(out_root, split)
     with staging.staged(final, STAGE_KIND) as tmp:
         (tmp / RECORDS).mkdir()
@@ -123,13 +125,17 @@ def pack_split(source: fc2.FolderSource, root: str | os.PathLike[str], *, input_
         kinds = {k: list(v) for k, v in scan.problems.items()}
         details = dict(scan.details)
         for p in problems:
-            kinds.setdefault(p.kind, []).append(p.path)
+            if p.path not in kinds.setdefault(p.kind, []):
+                kinds[p.kind].append(p.path)
             details.setdefault(p.path, p.detail)
+        selection = source.record()
         manifest = {
-            "format": FORMAT, "version": VERSION, "split": split, "source": src, "dataset": "fc2",
+            "format": FORMAT, "version": VERSION, "split": split, "source": src, "dataset": selection["dataset"],
+            "selection": selection, "exclude_list_sha256": exclude_sha256,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "layout": LAYOUT,
             "bytes_per_pixel": BYTES_PER_PIXEL, "input_size": list(input_size),
             "scan": {"found": scan.found, "valid": len(entries), "invalid": scan.found - len(entries),
+                     "listed": scan.listed, "matched_entries": sorted(scan.matched_entries),
                      "deep": True, "problems": kinds, "details": details, "files": files_after},
             "samples": entries,
         }
@@ -154,11 +160,16 @@ def _pack_samples(samples: list[Sample], source: str, tmp: Path, split: str, *, 
     problems: list[Problem] = []
     if not n:
         return entries, problems
-    table = (*readers.FILES.columns(samples), tf.range(n, dtype=tf.int64))
+    reader = readers.reader_for(samples)
+    if reader.whole is None or reader.problems is None:
+        raise DataError(f"samples of type {type(samples[0]).__name__} cannot be packed")
+    whole, diagnose = reader.whole, reader.problems
+    table = (*reader.columns(samples), tf.range(n, dtype=tf.int64))
 
-    def load(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, pos: tf.Tensor):  # noqa: ANN202
-        record, size = readers.decode_files_whole(img0, img1, flow_path)
-        return record, size, pos
+    @tf.autograph.experimental.do_not_convert  # plain ops, no Python control flow to convert
+    def load(*row: tf.Tensor):  # noqa: ANN202
+        record, size = whole(*row[:-1])
+        return record, size, row[-1]
 
     ds = tf.data.Dataset.from_tensor_slices(table)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE if parallel == 0 else parallel, deterministic=True)
@@ -166,7 +177,7 @@ def _pack_samples(samples: list[Sample], source: str, tmp: Path, split: str, *, 
 
     def failed(index: int) -> None:
         sample = samples[index]
-        found = fc2.check_headers(sample, None) or fc2.check_deep(sample)
+        found = diagnose(sample)
         if not found:
             raise DataError(f"sample {sample.sample_id} of {sample.img0}: TensorFlow cannot decode it but the "
                             f"deep check finds nothing wrong; not packed")
@@ -213,24 +224,31 @@ def _pack_samples(samples: list[Sample], source: str, tmp: Path, split: str, *, 
 
 def pack_config(cfg: config_mod.Config, out: str | os.PathLike[str] | None = None, split: str = "all", *,
                 show_progress: bool = True, log: Any = print) -> list[PackResult]:
-    """Pack the splits of a config: train (data.train_dir) and val (data.val_dir, when set)."""
+    """Pack the splits of a config: train, val (data.val_dir, when set) and each of eval.splits, or one
+    of them (`split`)."""
     root = Path(out if out is not None else cfg.data.packed_dir)
     if not str(root):
         raise DataError("no output folder: pass --out DIR or set data.packed_dir")
-    sources = {s.split: s for s in folder_sources(cfg)}
+    sources = {s.split: s for s in origin_sources(cfg)}
     if split == "val" and "val" not in sources:
-        raise DataError("data.val_dir is empty (the evaluation split is a holdout of data.train_dir): "
-                        "there is no val split to pack")
+        raise DataError("the run's own evaluation split is a holdout of the training samples (data.val_dir is "
+                        "empty, or data.dataset is not fc2): there is no val split to pack")
+    if split != "all" and split not in sources:
+        raise DataError(f"--split {split}: not a split of this config (its splits: {', '.join(sources)})")
     wanted = list(sources) if split == "all" else [split]
     for name in wanted:  # every destination checked before anything is written
         check_destination(root, name, os.path.abspath(sources[name].location))
+    listing = exclude_listing(cfg)
     results = []
     d = cfg.data
+    sizes = split_sizes(cfg)
     for name in wanted:
-        result = pack_split(sources[name], root, input_size=(d.input_height, d.input_width),
-                            parallel=d.num_parallel_calls, show_progress=show_progress)
+        result = pack_split(sources[name], root, input_size=sizes[name],
+                            parallel=d.num_parallel_calls, show_progress=show_progress,
+                            exclude=listing.patterns if listing else frozenset(),
+                            exclude_sha256=listing.sha256 if listing else "")
         log(f"pack {name}: {result.packed} of {result.found} samples of {result.source} packed "
-            f"({result.excluded} invalid, not packed), {result.bytes / 1e9:.3f} GB in {result.directory} "
+            f"({result.excluded} invalid or excluded, not packed), {result.bytes / 1e9:.3f} GB in {result.directory} "
             f"({result.seconds:.1f} s, {result.packed / max(result.seconds, 1e-9):.1f} samples/s)")
         results.append(result)
     return results

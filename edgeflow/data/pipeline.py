@@ -23,10 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from edgeflow import config as config_mod
+from edgeflow.data.augment import augment, draws_per_sample
 from edgeflow.data.readers import Crop, reader_for
 from edgeflow.data.samples import Sample, sort_key
 
 _CROP_STREAM = 0xC409  # separates the crop-offset generator from the order generator of an epoch
+_AUGMENT_STREAM = 0xA06  # and the augmentation draws from both
 # In the message of the tf.errors.InvalidArgumentError raised by iteration for an unreadable sample.
 UNREADABLE = "cannot be read"
 
@@ -67,6 +69,11 @@ def crop_draws(num_samples: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, _CROP_STREAM]).random((num_samples, 2))
 
 
+def augment_draws(num_samples: int, seed: int, epoch: int, per_sample: int) -> np.ndarray:
+    """Uniform [0, 1) draws for the augmentation of each position of an epoch, seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch, _AUGMENT_STREAM]).random((num_samples, per_sample))
+
+
 def to_unit_range(pair: tf.Tensor) -> tf.Tensor:
     """uint8 -> float32 (v/255 - 0.5)*2, computed as v/127.5 - 1: the same float32 for every v (the
     factor 2 is exact in binary) with one pass less."""
@@ -74,21 +81,28 @@ def to_unit_range(pair: tf.Tensor) -> tf.Tensor:
 
 
 def _build(ordered: Sequence[Sample], draws: np.ndarray, start: int, cfg: config_mod.Config, *, batch_size: int,
-           centre: bool, what: str, cache: bool = False) -> tf.data.Dataset:
-    """Positions start..len(ordered)-1 of `ordered`, read, batched, checked for gaps."""
-    height, width = cfg.data.input_height, cfg.data.input_width
+           centre: bool, what: str, cache: bool = False, size: tuple[int, int] | None = None,
+           aug_draws: np.ndarray | None = None) -> tf.data.Dataset:
+    """Positions start..len(ordered)-1 of `ordered`, read (and augmented when `aug_draws` are given),
+    batched, checked for gaps; crops of `size` (default data.input_height x data.input_width)."""
+    height, width = size or (cfg.data.input_height, cfg.data.input_width)
     end = len(ordered)
     reader = reader_for(ordered)
     crop = Crop(height, width, float(cfg.data.flow_clip), centre)
-    table = (*reader.columns(ordered[start:]), tf.constant(draws[start:end].reshape(-1, 2), tf.float64),
-             tf.constant(np.arange(start, end, dtype=np.int64)))
+    columns = (*reader.columns(ordered[start:]), tf.constant(draws[start:end].reshape(-1, 2), tf.float64))
+    if aug_draws is not None:
+        columns += (tf.constant(aug_draws[start:end], tf.float32),)
+    table = (*columns, tf.constant(np.arange(start, end, dtype=np.int64)))
     min_size = (height, width)
 
     def read(*row):
         return reader.read(*row, crop)
 
     def load(*row):
-        x, flow = read(*row[:-1])
+        if aug_draws is None:
+            x, flow = read(*row[:-1])
+        else:
+            x, flow = augment(*read(*row[:-2]), row[-2], cfg.data.augment, crop.clip)
         return x, flow, row[-1]
 
     def explain(pos: tf.Tensor) -> tf.Tensor:
@@ -145,13 +159,16 @@ def train_dataset(samples: Sequence[Sample], cfg: config_mod.Config, epoch: int,
     order = epoch_order(len(samples), cfg.runtime.seed, epoch)
     ordered = [samples[i] for i in order]
     draws = crop_draws(len(samples), cfg.runtime.seed, epoch)
+    aug = cfg.data.augment
+    aug_draws = augment_draws(len(samples), cfg.runtime.seed, epoch, draws_per_sample(aug)) if aug.enabled else None
     return _build(ordered, draws, min(skip_batches * batch, len(samples)), cfg, batch_size=batch, centre=False,
-                  what="training")
+                  what="training", aug_draws=aug_draws)
 
 
 def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_size: int,
-                 num_batches: int, cache: bool = False) -> tf.data.Dataset:
-    """The first `num_batches` batches of `samples` sorted by id, centre-cropped; the same every time.
+                 num_batches: int, cache: bool = False, size: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """The first `num_batches` batches of `samples` sorted by id, centre-cropped to `size` (default the
+    input size; an evaluation split's own size); the same every time.
 
     `cache=True` keeps the decoded crops in memory after the first full pass (uint8 frames + float32
     flow: about 0.6 MB per sample at 180x240), so re-iterating once per arch decodes nothing again.
@@ -162,4 +179,5 @@ def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_siz
         raise ValueError(f"eval_dataset: batch_size and num_batches must be >= 1, got {batch_size}, {num_batches}")
     ordered = sorted(samples, key=lambda s: sort_key(s.sample_id))[:batch_size * num_batches]
     draws = np.zeros((len(ordered), 2))
-    return _build(ordered, draws, 0, cfg, batch_size=batch_size, centre=True, what="evaluation", cache=cache)
+    return _build(ordered, draws, 0, cfg, batch_size=batch_size, centre=True, what="evaluation", cache=cache,
+                  size=size)

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeflow import config as config_mod
+from edgeflow.data import exclude
 from edgeflow.data.samples import PROBLEM_KINDS, DataError, Splits, SplitScan
-from edgeflow.data.splits import check_excluded, scan_options, select_splits, sources_for
+from edgeflow.data.splits import exclusion_record, scan_options, sources_for, splits_of
 from edgeflow.progress import ThreadedProgress
 
 EXAMPLES = 3
@@ -53,7 +54,13 @@ class PreflightReport:
 
     @property
     def notes(self) -> list[str]:
-        return [note for r in self.rows if r.scan is not None for note in r.scan.notes]
+        notes = [note for r in self.rows if r.scan is not None for note in r.scan.notes]
+        return notes + exclude.notes(self.exclusion) if self.exclusion else notes
+
+    @property
+    def exclusion(self) -> dict[str, Any] | None:
+        """data.exclude_list's record: samples left out on purpose per split, entries that matched nothing."""
+        return self.settings.get("exclusion")
 
     def _details(self) -> dict[str, str]:
         return {path: text for r in self.rows if r.scan is not None for path, text in r.scan.details.items()}
@@ -68,12 +75,14 @@ class PreflightReport:
                 row.update(found=r.scan.found, valid=len(r.scan.valid), invalid=r.scan.invalid,
                            problems={kind: list(paths) for kind, paths in r.scan.problems.items()})
             if self.splits is not None:
-                row["used"] = len(self.splits.train if r.split == "train" else self.splits.val)
+                row["used"] = len(self.splits.train if r.split == "train" else self.splits.evals[r.split].samples
+                                  if r.split in self.splits.evals else [])
             rows.append(row)
-        if not any(r.split == "val" for r in self.rows):
+        if not any(r.split == "val" for r in self.rows) and self.settings.get("holdout_samples"):
             seed = self.settings.get("holdout_seed")
-            used = len(self.splits.val) if self.splits is not None else None
-            rows.append({"split": "val", "folder": f"holdout of {self.settings.get('train_dir')} (seed {seed})",
+            used = len(self.splits.evals["val"].samples) if self.splits is not None else None
+            train = self.rows[0].where if self.rows else self.settings.get("train_dir")
+            rows.append({"split": "val", "folder": f"holdout of {train} (seed {seed})",
                          "found": None, "valid": used, "invalid": None, "problems": {}, "used": used})
         return rows
 
@@ -83,8 +92,8 @@ class PreflightReport:
             return "deep: every record checksummed" if self.mode == "full" else \
                 "record sizes and headers (--deep checksums every record)"
         if not self.deep:
-            return ("headers only: PNG signatures, sizes and ends, .flo headers and sizes; pixel data and flow "
-                    "values not decoded (--deep decodes them)")
+            return ("headers only: PNG signatures, sizes and ends, .flo/.pfm headers and sizes; pixel data and "
+                    "flow values not decoded (--deep decodes them)")
         sampled = [(r.split, r.scan) for r in self.rows
                    if r.scan is not None and r.scan.deep_checked < r.scan.deep_candidates]
         if not sampled:
@@ -128,8 +137,10 @@ class PreflightReport:
         lines += [f"  note: {note}" for note in self.notes]
         lines.append(f"  checked: {self.checked()}")
         if self.ok:
-            invalid = sum(r.scan.invalid for r in self.rows if r.scan is not None)
+            invalid = sum(r.scan.broken for r in self.rows if r.scan is not None)
+            listed = sum(r.scan.listed for r in self.rows if r.scan is not None)
             note = f"; {invalid} invalid samples excluded" if invalid else ""
+            note += f"; {listed} samples left out on purpose (data.exclude_list)" if listed else ""
             lines.append(f"preflight: OK: {self.reason}{note}")
         else:
             lines.append(f"preflight: FAILED: {self.reason}")
@@ -144,11 +155,13 @@ def run_preflight(cfg: config_mod.Config, *, deep: bool | str = False, progress:
     """
     start = time.perf_counter()
     d = cfg.data
-    settings = {"train_dir": d.train_dir, "val_dir": d.val_dir, "holdout_samples": d.holdout_samples,
+    settings = {"dataset": d.dataset, "root": d.root, "train_dir": d.train_dir, "val_dir": d.val_dir,
+                "holdout_samples": d.holdout_samples, "select_on": cfg.eval.select_on,
+                "eval_splits": list(cfg.eval.splits), "exclude_list": d.exclude_list,
                 "holdout_seed": d.holdout_seed, "input_height": d.input_height, "input_width": d.input_width,
                 "train_batch_size": cfg.train.batch_size, "eval_batch_size": cfg.eval.batch_size,
                 "format": d.format, "packed_dir": d.packed_dir}
-    mode = scan_options(cfg, deep).deep
+    mode = "full" if deep is True else "headers" if deep is False else deep
     report = PreflightReport(ok=False, reason="", mode=mode, seconds=0.0, settings=settings,
                              packed=d.format == "packed")
     errors: list[str] = []
@@ -157,17 +170,22 @@ def run_preflight(cfg: config_mod.Config, *, deep: bool | str = False, progress:
         report.rows.append(row)
         bar = ThreadedProgress(f"preflight {source.split}: decoding", stream=sys.stderr) if progress else None
         try:
-            row.scan = source.scan(scan_options(cfg, deep, bar))
+            row.scan = source.scan(scan_options(cfg, deep, bar, split=source.split))
         except DataError as exc:
-            what = "training" if source.split == "train" else "validation"
+            what = {"train": "training", "val": "validation"}.get(source.split, f"evaluation split {source.split}:")
             errors.append(f"{what} {exc}")
         finally:
             if bar is not None:
                 bar.close()
+    scans = {r.split: r.scan for r in report.rows if r.scan is not None}
+    if d.exclude_list:
+        try:
+            settings["exclusion"] = exclusion_record(cfg, scans)
+        except DataError as exc:
+            errors.append(str(exc))
     if not errors and report.train_scan is not None:
         try:
-            report.splits = select_splits(cfg, report.train_scan, report.val_scan)
-            check_excluded(cfg, report.train_scan, report.val_scan)
+            report.splits = splits_of(cfg, scans)
         except DataError as exc:
             errors.append(str(exc))
     if errors:
@@ -175,8 +193,12 @@ def run_preflight(cfg: config_mod.Config, *, deep: bool | str = False, progress:
     else:
         s = report.splits
         assert s is not None
-        where = "val_dir" if s.val_source == "val_dir" else f"holdout of train_dir, seed {s.holdout_seed}"
+        of = "train_dir" if d.dataset == "fc2" else "the training samples"
+        where = ("val_dir" if s.val_source == "val_dir" else f"holdout of {of}, seed {s.holdout_seed}"
+                 if s.val_source == "holdout" else f"eval.select_on: {s.select_on}")
+        others = [f"{len(split.samples)} in {name}" for name, split in s.evals.items() if name != s.select_on]
         report.ok = True
-        report.reason = f"{len(s.train)} training and {len(s.val)} validation samples ({where})"
+        report.reason = f"{len(s.train)} training and {len(s.val)} validation samples ({where})" + \
+            (f"; evaluation splits: {', '.join(others)}" if others else "")
     report.seconds = time.perf_counter() - start
     return report

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from edgeflow.data import flo
+from edgeflow.data import flo, ft3d
 from edgeflow.data.fc2 import check_deep, check_headers
+from edgeflow.data.ft3d import Ft3dSample
 from edgeflow.data.pack import BYTES_PER_PIXEL, HEADER_BYTES, PackedSample, record_problem
-from edgeflow.data.samples import Sample
+from edgeflow.data.samples import Problem, Sample
 
 MAGIC_INT = int.from_bytes(flo.MAGIC, "little", signed=True)  # "PIEH" read as an int32
 _HEADER_MAGIC_INT = int.from_bytes(b"EFR2", "little", signed=True)
@@ -53,11 +54,15 @@ def finish(pair: tf.Tensor, flow: tf.Tensor, crop: Crop) -> tuple[tf.Tensor, tf.
 
 @dataclass(frozen=True)
 class Reader:
-    """How samples of one kind are read; `read(*columns_row, draw, crop)` -> (pair, flow)."""
+    """How samples of one kind are read; `read(*columns_row, draw, crop)` -> (pair, flow);
+    `whole(*columns_row)` -> (a pack record's pixels uint8 [h, w, 14], [h, w]) for packing, and
+    `problems(sample)` says what is wrong with a sample packing could not decode ([]: nothing found)."""
 
     columns: Callable[[Sequence[Sample]], tuple[tf.Tensor, ...]]
     read: Callable[..., tuple[tf.Tensor, tf.Tensor]]
     diagnose: Callable[[Sample, tuple[int, int]], str]
+    whole: Callable[..., tuple[tf.Tensor, tf.Tensor]] | None = None
+    problems: Callable[[Sample], list[Problem]] | None = None
 
 
 # ---------------------------------------------------------------------------------------- PNG + .flo files
@@ -122,7 +127,91 @@ def decode_files_whole(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor) -
     return tf.concat([pair, flow_bytes], axis=-1), tf.shape(im0)[:2]
 
 
-FILES = Reader(_file_columns, _read_files, _diagnose_files)
+def _file_problems(sample: Sample) -> list[Problem]:
+    return check_headers(sample, None) or check_deep(sample)
+
+
+FILES = Reader(_file_columns, _read_files, _diagnose_files, decode_files_whole, _file_problems)
+
+
+# ---------------------------------------------------------------------------------------- PNG + .pfm (FT3D)
+
+
+def _ft3d_columns(samples: Sequence[Sample]) -> tuple[tf.Tensor, ...]:
+    s3 = [s for s in samples if isinstance(s, Ft3dSample)]
+    return (*_file_columns(s3), tf.constant([s.flow_header for s in s3], tf.string),
+            tf.constant([s.little_endian for s in s3], tf.bool),
+            tf.constant([[s.flow_height, s.flow_width] for s in s3], tf.int32, shape=[len(s3), 2]),
+            tf.constant([s.flow_divisor for s in s3], tf.float32))
+
+
+def _pfm_values(data: tf.Tensor, offset: tf.Tensor, length: tf.Tensor, little_endian: tf.Tensor) -> tf.Tensor:
+    """float32 values of `length` bytes of a PFM from `offset`, in the byte order its scale's sign gave."""
+    part = tf.strings.substr(data, offset, length)
+    return tf.cond(little_endian, lambda: tf.io.decode_raw(part, tf.float32, little_endian=True),
+                   lambda: tf.io.decode_raw(part, tf.float32, little_endian=False))
+
+
+def _pfm_checks(im0: tf.Tensor, im1: tf.Tensor, data: tf.Tensor, header: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """The sample still is what the scan found: frames of one size, the PFM's header as recorded, its
+    dimensions those of the frames, its length exactly header + 12 * h * w."""
+    h, w = tf.shape(im0)[0], tf.shape(im0)[1]
+    n = tf.strings.length(header)
+    ok = tf.reduce_all(tf.equal(tf.shape(im1), tf.shape(im0)))
+    ok = tf.logical_and(ok, tf.equal(tf.strings.substr(data, 0, n), header))
+    ok = tf.logical_and(ok, tf.reduce_all(tf.equal(size, tf.stack([h, w]))))
+    return tf.logical_and(ok, tf.equal(tf.strings.length(data), n + 12 * h * w))
+
+
+def _read_ft3d(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, header: tf.Tensor, little_endian: tf.Tensor,
+               size: tf.Tensor, divisor: tf.Tensor, draw: tf.Tensor, crop: Crop) -> tuple[tf.Tensor, tf.Tensor]:
+    height, width = crop.height, crop.width
+    im0 = tf.io.decode_png(tf.io.read_file(img0), channels=3)
+    im1 = tf.io.decode_png(tf.io.read_file(img1), channels=3)
+    data = tf.io.read_file(flow_path)
+    h, w = tf.shape(im0)[0], tf.shape(im0)[1]
+    top, left = crop_offsets(h, w, draw, crop)
+    ok = tf.logical_and(_pfm_checks(im0, im1, data, header, size), tf.logical_and(h >= height, w >= width))
+    with tf.control_dependencies([tf.debugging.Assert(ok, ["sample does not match its scan"])]):
+        # Rows are stored bottom to top: the crop's rows are the `height` stored rows that end at row
+        # h - top; only those are decoded, then turned top side up.
+        offset = tf.strings.length(header) + (h - top - height) * w * 12
+    values = _pfm_values(data, offset, height * w * 12, little_endian)
+    # Cut to the crop's columns and (u, v) first: only those are turned over.
+    flow = tf.reverse(tf.reshape(values, [height, w, 3])[:, left:left + width, :2], axis=[0]) / divisor
+    pair = tf.reverse(tf.concat([im1[top:top + height, left:left + width],
+                                 im0[top:top + height, left:left + width]], axis=-1), axis=[-1])
+    return finish(pair, flow, crop)
+
+
+def _ft3d_whole(img0: tf.Tensor, img1: tf.Tensor, flow_path: tf.Tensor, header: tf.Tensor, little_endian: tf.Tensor,
+                size: tf.Tensor, divisor: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A whole FT3D sample as a pack record's pixels, its flow already divided (as the pipeline reads it)."""
+    im0 = tf.io.decode_png(tf.io.read_file(img0), channels=3)
+    im1 = tf.io.decode_png(tf.io.read_file(img1), channels=3)
+    data = tf.io.read_file(flow_path)
+    h, w = tf.shape(im0)[0], tf.shape(im0)[1]
+    with tf.control_dependencies([tf.debugging.Assert(_pfm_checks(im0, im1, data, header, size), ["mismatch"])]):
+        values = _pfm_values(data, tf.strings.length(header), 12 * h * w, little_endian)
+    flow = tf.reverse(tf.reshape(values, [h, w, 3])[..., :2], axis=[0]) / divisor
+    flow = tf.debugging.assert_all_finite(flow, message="non-finite flow values")
+    pair = tf.reverse(tf.concat([im1, im0], axis=-1), axis=[-1])
+    flow_bytes = tf.reshape(tf.bitcast(flow, tf.uint8), [h, w, 8])  # host order: little-endian (checked)
+    return tf.concat([pair, flow_bytes], axis=-1), tf.shape(im0)[:2]
+
+
+def _diagnose_ft3d(sample: Sample, min_size: tuple[int, int]) -> str:
+    try:
+        problems = ft3d.sample_problems(sample, min_size)
+    except ImportError:
+        problems = []
+    if problems:
+        return "; ".join(f"{p.path}: {p.detail}" for p in problems)
+    return (f"sample {sample.sample_id} ({sample.img0}, {sample.img1}, {sample.flow}) could not be decoded by "
+            f"TensorFlow, though every check of its files passes (changed since the scan?)")
+
+
+FT3D = Reader(_ft3d_columns, _read_ft3d, _diagnose_ft3d, _ft3d_whole, lambda s: ft3d.sample_problems(s, None))
 
 
 # ---------------------------------------------------------------------------------------- pack records
@@ -175,7 +264,7 @@ PACK = Reader(_pack_columns, _read_pack, _diagnose_pack)
 
 
 # Sample type -> its reader; a new kind of sample registers here.
-READERS: dict[type[Sample], Reader] = {Sample: FILES, PackedSample: PACK}
+READERS: dict[type[Sample], Reader] = {Sample: FILES, PackedSample: PACK, Ft3dSample: FT3D}
 
 
 def reader_for(samples: Sequence[Sample]) -> Reader:

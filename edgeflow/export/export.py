@@ -57,6 +57,7 @@ class ExportRequest:
     vela_config: str = vela_mod.DEFAULT_ACCELERATOR
     calibration_samples: int = 32
     overrides: list[str] = field(default_factory=list)
+    split: str | None = None  # the evaluation split the agreement is measured on (default: the one selected on)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def prepare(request: ExportRequest) -> Prepared:
     if request.vela and request.vela_config not in vela_mod.ACCELERATORS:
         raise ExportError(f"--vela-config must be one of {', '.join(vela_mod.ACCELERATORS)}, "
                           f"got {request.vela_config!r}")
-    run.splits  # noqa: B018 -- scans the data now, so a data error stops the export before any work
+    run.eval_split(request.split)  # scans the data now, so a data error stops the export before any work
     return Prepared(request=request, run=run, arch=arch, code=format_arch(arch), height=height, width=width,
                     vela_version=vela_version)
 
@@ -160,7 +161,9 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
     log(f"export {code} at {prep.height}x{prep.width} from {run.pointer.prefix} (epoch {run.epoch})")
 
     supernet = run.build_model()
-    recal, evals = datasets(cfg, splits.train, splits.val)
+    # The agreement is measured on the evaluation split's samples, cropped to the export's input size.
+    split = run.eval_split(prep.request.split)
+    recal, evals = datasets(cfg, splits.train, split.samples)
     # The evaluator's own recalibration (same batches, same momentum rule), run eagerly: tracing the
     # supernet's every branch costs far more than the few batches, and eager switch_case runs only
     # the selected branch with the same kernels.
@@ -220,7 +223,7 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
             f"{vela_report['cpu_operators']} CPU operators")
 
     run_json = read_run(run.paths.run) or {}
-    eval_ids = _first_ids(splits.val, cfg.eval.batch_size * cfg.eval.eval_batches_per_arch)
+    eval_ids = _first_ids(split.samples, cfg.eval.batch_size * cfg.eval.eval_batches_per_arch)
     return {
         "arch": code,
         "blocks": info["blocks"],
@@ -245,7 +248,8 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
             "dtype": "float32",
         },
         "int8_calibration": {"split": "train", "crop": "centre", "samples": _first_ids(splits.train, n_rep)},
-        "eval_set": {"split": splits.val_source, "batch_size": cfg.eval.batch_size,
+        "eval_set": {"split": split.record.get("source") or split.name, "split_name": split.name,
+                     "batch_size": cfg.eval.batch_size,
                      "batches": len(reference), "samples": eval_ids[:agreement["saved_model"]["samples"]]},
         "supernet_epe": supernet_epe,
         "float_tolerance": {"atol": FLOAT_ATOL, "rtol": FLOAT_RTOL, "output_scale": scale},

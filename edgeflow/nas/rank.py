@@ -38,7 +38,7 @@ from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch, parse_arch
 from edgeflow.space.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
 from edgeflow.space.latency import LATENCY_CONVENTION, latency_ms
 from edgeflow.train.checkpoint import CheckpointError
-from edgeflow.train.restore import RunHandle, build_supernet, open_run
+from edgeflow.train.restore import RunHandle, build_supernet, check_split_name, open_run
 from edgeflow.train.signals import StopFlag
 from edgeflow.train.signature import SignatureMismatch, check_signature
 
@@ -164,23 +164,30 @@ def _ids_digest(samples: Sequence[Any], count: int) -> str:
     return hashlib.sha256("\n".join(ordered).encode()).hexdigest()[:16]
 
 
-def protocol_of(run: RunHandle) -> dict[str, Any]:
-    """Everything besides the weights that decides an arch's numbers."""
+def protocol_of(run: RunHandle, split: str | None = None) -> dict[str, Any]:
+    """Everything besides the weights that decides an arch's numbers, the evaluation split included:
+    results on two splits are never mixed. The run's own FC2 split ("val") keeps the protocol it always
+    had, so results ranked before splits existed stay valid."""
     cfg, splits = run.cfg, run.splits
+    chosen = run.eval_split(split)
     e = cfg.eval
-    return {
+    batches = chosen.num_batches(e.batch_size)
+    protocol = {
         "input_size": [cfg.data.input_height, cfg.data.input_width],
         "eval_batch_size": e.batch_size,
         "bn_recal_batches": e.bn_recal_batches,
-        "eval_batches_per_arch": e.eval_batches_per_arch,
+        "eval_batches_per_arch": batches,
         "bn_mode": e.bn_mode,  # "recalibrate" (exact average over the fixed train batches) or "batch_stats"
         "mixed_precision": cfg.train.mixed_precision,
         "flow_clip": cfg.data.flow_clip,
-        "val_source": splits.val_source,
+        "val_source": chosen.record.get("source", chosen.name),
         "recal_samples": _ids_digest(splits.train, e.batch_size * e.bn_recal_batches),
-        "eval_samples": _ids_digest(splits.val, e.batch_size * e.eval_batches_per_arch),
+        "eval_samples": _ids_digest(chosen.samples, e.batch_size * batches),
         "epe_statistics": EPE_STATISTICS,
     }
+    if chosen.name != "val" or chosen.record.get("dataset", "fc2") != "fc2":
+        protocol["split"] = {"name": chosen.name, "eval_size": list(chosen.size), **chosen.record}
+    return protocol
 
 
 def protocol_id(protocol: dict[str, Any]) -> str:
@@ -200,6 +207,7 @@ class Plan:
     key: results_mod.Key
     key_record: dict[str, Any]
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # this selection's results so far
+    split: str | None = None  # the evaluation split (--split); None: the one the run selects on
 
     @property
     def results_csv(self) -> Path:
@@ -210,10 +218,13 @@ class Plan:
         return f"{self.run.cfg.runtime.experiment_name}/{RANK_DIR}/{self.name}"
 
 
-def open_checked(run_dir: str | Path, checkpoint: str, overrides: Sequence[str] = ()) -> RunHandle:
-    """The run and its checkpoint, with the run's supernet signature checked against its config."""
+def open_checked(run_dir: str | Path, checkpoint: str, overrides: Sequence[str] = (),
+                 split: str | None = None) -> RunHandle:
+    """The run and its checkpoint, with the run's supernet signature checked against its config and
+    `split` (--split) one of its evaluation splits."""
     try:
         run = open_run(run_dir, checkpoint, list(overrides))
+        check_split_name(run.cfg, split)
     except (ConfigError, CheckpointError) as exc:
         raise RankError(str(exc)) from None
     try:
@@ -225,20 +236,27 @@ def open_checked(run_dir: str | Path, checkpoint: str, overrides: Sequence[str] 
     return run
 
 
-def key_for(run: RunHandle) -> tuple[results_mod.Key, dict[str, Any]]:
-    """The key of this run's checkpoint and protocol; DataError when the data cannot be evaluated."""
+def key_for(run: RunHandle, split: str | None = None) -> tuple[results_mod.Key, dict[str, Any]]:
+    """The key of this run's checkpoint and protocol on an evaluation split (default: the one the run
+    selects on); DataError when the data cannot be evaluated."""
     splits = run.splits
-    if not splits.val:
-        raise DataError(f"the eval split ({splits.val_source}) has no valid sample: nothing to evaluate on")
+    chosen = run.eval_split(split)
+    if not chosen.samples:
+        raise DataError(f"the eval split ({chosen.name}) has no valid sample: nothing to evaluate on")
     if not splits.train:
         raise DataError("the train split has no valid sample: no batch for BN recalibration")
-    protocol = protocol_of(run)
+    protocol = protocol_of(run, split)
     digest = checkpoint_digest(run.pointer.prefix)
     key = results_mod.Key(run.pointer.prefix.name, digest, protocol_id(protocol))
     record = {"checkpoint": {"kind": run.checkpoint, "prefix": key.checkpoint, "digest": digest,
                              "epoch": run.epoch},
-              "protocol_id": key.protocol, "protocol": protocol}
+              "protocol_id": key.protocol, "protocol": protocol, "split": chosen.name}
     return key, record
+
+
+def default_name(base: str, run: RunHandle, split: str | None) -> str:
+    """A results folder's default name: `base`, with the split when it is not the one the run selects on."""
+    return base if split is None or split == run.splits.select_on else f"{base}_{split}"
 
 
 def check_key(folder: Path, key: results_mod.Key, what: str = "--name") -> None:
@@ -254,7 +272,8 @@ def check_key(folder: Path, key: results_mod.Key, what: str = "--name") -> None:
         raise RankError(
             f"{folder} holds results of checkpoint {old.get('prefix')} (digest {old.get('digest')}, protocol "
             f"{existing.get('protocol_id')}); this is {key.checkpoint} (digest {key.checkpoint_digest}, protocol "
-            f"{key.protocol}). Results of two checkpoints are never mixed: choose another {what}")
+            f"{key.protocol}). Results of two checkpoints, or of two protocols (another evaluation split, "
+            f"--split), are never mixed: choose another {what}")
 
 
 def write_key(folder: Path, record: dict[str, Any]) -> None:
@@ -264,7 +283,7 @@ def write_key(folder: Path, record: dict[str, Any]) -> None:
 
 
 def prepare(run_dir: str | Path, selection: Selection, *, checkpoint: str = "best", name: str | None = None,
-            shard: str | None = None, overrides: Sequence[str] = ()) -> Plan:
+            shard: str | None = None, overrides: Sequence[str] = (), split: str | None = None) -> Plan:
     """Check everything and work out what is left to do; writes nothing.
 
     RankError for bad input (codes, run, checkpoint, signature, a folder of another checkpoint),
@@ -273,16 +292,16 @@ def prepare(run_dir: str | Path, selection: Selection, *, checkpoint: str = "bes
     k, n = parse_shard(shard)
     if name is not None and (not name or "/" in name or name.startswith(".")):
         raise RankError(f"--name: must be a folder name without '/', got {name!r}")
-    run = open_checked(run_dir, checkpoint, overrides)
-    key, record = key_for(run)
-    name = name or key.checkpoint
+    run = open_checked(run_dir, checkpoint, overrides, split)
+    key, record = key_for(run, split)
+    name = name or default_name(key.checkpoint, run, split)
     folder = run.paths.root / RANK_DIR / name
     check_key(folder, key)
     done = results_mod.read_many([folder / results_mod.RESULTS_CSV], key)
     mine = shard_of(codes, k, n)
     return Plan(run=run, codes=codes, todo=[c for c in mine if c not in done], shard=(k, n), name=name,
                 folder=folder, key=key, key_record=record,
-                done={c: done[c] for c in codes if c in done})
+                done={c: done[c] for c in codes if c in done}, split=split)
 
 
 # -- evaluating ----------------------------------------------------------------------------------------
@@ -307,12 +326,14 @@ def restore_checked(run: RunHandle) -> Any:
 class ArchEvaluator:
     """Evaluates one arch at a time with the protocol's Evaluator and batches (decoded once)."""
 
-    def __init__(self, run: RunHandle) -> None:
+    def __init__(self, run: RunHandle, split: str | None = None) -> None:
         from edgeflow.train.evaluate import Evaluator, datasets
 
         self.run = run
         self.model = restore_checked(run)
-        self.recal, self.evals = datasets(run.cfg, run.splits.train, run.splits.val, cache=True)
+        chosen = run.eval_split(split)
+        self.recal, self.evals = datasets(run.cfg, run.splits.train, chosen.samples, cache=True, size=chosen.size,
+                                          batches=chosen.num_batches(run.cfg.eval.batch_size))
         self.evaluator = Evaluator(self.model, run.cfg)
 
     def __call__(self, code: str, key: results_mod.Key, writer: str = "") -> dict[str, Any]:
@@ -332,11 +353,12 @@ class ArchEvaluator:
 _LAST: dict[tuple[str, str], ArchEvaluator] = {}
 
 
-def evaluator_for(run: RunHandle, key: results_mod.Key) -> ArchEvaluator:
-    """An ArchEvaluator for this checkpoint and protocol (the process's last one when the key matches)."""
+def evaluator_for(run: RunHandle, key: results_mod.Key, split: str | None = None) -> ArchEvaluator:
+    """An ArchEvaluator for this checkpoint and protocol (the process's last one when the key matches);
+    the protocol names the split, so two splits never share one."""
     wanted = (key.checkpoint_digest, key.protocol)
     if wanted not in _LAST:
-        evaluator = ArchEvaluator(run)
+        evaluator = ArchEvaluator(run, split)
         _LAST.clear()
         _LAST[wanted] = evaluator
     return _LAST[wanted]
@@ -414,7 +436,7 @@ def run(plan: Plan, *, log: Callable[[str], None] | None = None) -> Outcome:
     """Evaluate the plan's archs; each result is appended as soon as it is known."""
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     # Restored before anything is written: a checkpoint that does not fit leaves no folder behind.
-    evaluate = evaluator_for(plan.run, plan.key) if plan.todo else None
+    evaluate = evaluator_for(plan.run, plan.key, plan.split) if plan.todo else None
     write_key(plan.folder, plan.key_record)
     results_mod.ensure_file(plan.results_csv)
     progress = ProgressLog(progress_log(plan.folder, plan.experiment), "rank", plan.name, len(plan.codes))

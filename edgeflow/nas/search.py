@@ -91,6 +91,7 @@ class SearchPlan:
     key: results_mod.Key
     key_record: dict[str, Any]
     cache: dict[str, dict[str, Any]]  # every result of this key in the run's results files
+    split: str | None = None  # the evaluation split (--split); None: the one the run selects on
 
     @property
     def results_csv(self) -> Path:
@@ -108,14 +109,17 @@ def results_files(run_root: Path) -> list[Path]:
 
 
 def prepare(run_dir: str | Path, settings: Settings, *, checkpoint: str = "best", name: str | None = None,
-            overrides: Sequence[str] = ()) -> SearchPlan:
-    """Check everything; writes nothing. RankError for bad input, DataError for unusable data."""
+            overrides: Sequence[str] = (), split: str | None = None) -> SearchPlan:
+    """Check everything; writes nothing. RankError for bad input, DataError for unusable data. `split`
+    (--split) is the evaluation split the EPE objective is measured on (default: the one the run selects
+    on); only results of that split are reused."""
     check_settings(settings)
     if name is not None and (not name or "/" in name or name.startswith(".")):
         raise rank_mod.RankError(f"--name: must be a folder name without '/', got {name!r}")
-    run = rank_mod.open_checked(run_dir, checkpoint, overrides)
-    key, record = rank_mod.key_for(run)
-    name = name or f"{key.checkpoint}_{'_'.join(settings.objectives)}_s{settings.seed}"
+    run = rank_mod.open_checked(run_dir, checkpoint, overrides, split)
+    key, record = rank_mod.key_for(run, split)
+    name = name or rank_mod.default_name(f"{key.checkpoint}_{'_'.join(settings.objectives)}_s{settings.seed}",
+                                         run, split)
     folder = run.paths.root / SEARCH_DIR / name
     rank_mod.check_key(folder, key)
     try:
@@ -126,7 +130,7 @@ def prepare(run_dir: str | Path, settings: Settings, *, checkpoint: str = "best"
         raise rank_mod.RankError(f"{folder} is a search with other settings ({state.get('settings')}); "
                                  f"resume it with those, or choose another --name")
     cache = results_mod.read_many(results_files(run.paths.root), key)
-    return SearchPlan(run, settings, name, folder, key, record, cache)
+    return SearchPlan(run, settings, name, folder, key, record, cache, split)
 
 
 def code_of(x: Sequence[Any]) -> str:
@@ -158,7 +162,7 @@ class Objectives:
         row = self.plan.cache.get(code)
         if row is None:
             if self.evaluate is None:
-                self.evaluate = rank_mod.evaluator_for(self.plan.run, self.plan.key)
+                self.evaluate = rank_mod.evaluator_for(self.plan.run, self.plan.key, self.plan.split)
             row = self.evaluate(code, self.plan.key, rank_mod.writer_id())
             results_mod.append(self.plan.results_csv, row)
             self.plan.cache[code] = row
@@ -233,7 +237,7 @@ def run(plan: SearchPlan, *, log: Callable[[str], None] | None = None) -> Search
 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     s = plan.settings
-    evaluate_first = rank_mod.evaluator_for(plan.run, plan.key) if _needs_model(plan) else None
+    evaluate_first = rank_mod.evaluator_for(plan.run, plan.key, plan.split) if _needs_model(plan) else None
     rank_mod.write_key(plan.folder, plan.key_record)
     results_mod.ensure_file(plan.results_csv)
     progress = rank_mod.ProgressLog(rank_mod.progress_log(plan.folder, plan.experiment), "search", plan.name,

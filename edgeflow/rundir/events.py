@@ -19,10 +19,10 @@ from edgeflow.rundir.jsonsafe import as_float, to_json
 
 # The fields each event must carry beyond the common ones. Extras written today:
 #   run_start: zero_flow_epe, warm_start_from, init_from, early_stop_reset, previous_num_epochs,
-#              data (sample-set record), data_change, replicas, hosts
+#              data (sample-set record), data_change, replicas, hosts, excluded_on_purpose
 #   heartbeat: replicas
 #   epoch:     grad_norm_p50, grad_norm_p99, clip_count, overflow_steps, loss_scale, epoch_wall_seconds
-#   eval:      bn_mode
+#   eval:      bn_mode, split (the split selected on), splits (the other splits' figures by name)
 #   checkpoint: batch_in_epoch
 #   search:    element (the writer's job id), shard, archs_per_minute, generation, new_evaluations
 #   run_end:   source ("launcher" when the launcher wrote it), exit_code

@@ -53,12 +53,21 @@ class Evaluator:
         x_spec = tf.TensorSpec([None, h, w, 6], tf.float32)
         arch_spec = tf.TensorSpec([NUM_BLOCKS], tf.int32)
         self._recal = tf.function(self._recal_batch, input_signature=[x_spec, arch_spec, tf.TensorSpec([], tf.float32)])
-        self._epe = tf.function(self._epe_batch, input_signature=[x_spec, tf.TensorSpec([None, h, w, 2], tf.float32),
-                                                                  arch_spec])
         # eval.bn_mode "batch_stats": the original trainer's protocol, compared with its logged metric.
         self.bn_mode = cfg.eval.bn_mode
-        self._epe_bs = tf.function(self._epe_batch_stats_batch,
-                                   input_signature=[x_spec, tf.TensorSpec([None, h, w, 2], tf.float32), arch_spec])
+        # One traced function per eval size (an evaluation split may have its own, e.g. Sintel's 416x1024).
+        self._epe_fns: dict[tuple[str, int, int], Any] = {}
+        self._epe = self._epe_for("recalibrated", h, w)
+        self._epe_bs = self._epe_for("batch_stats", h, w)
+
+    def _epe_for(self, mode: str, h: int, w: int) -> Any:
+        key = (mode, int(h), int(w))
+        if key not in self._epe_fns:
+            spec = [tf.TensorSpec([None, h, w, 6], tf.float32), tf.TensorSpec([None, h, w, 2], tf.float32),
+                    tf.TensorSpec([NUM_BLOCKS], tf.int32)]
+            fn = self._epe_batch if mode == "recalibrated" else self._epe_batch_stats_batch
+            self._epe_fns[key] = tf.function(fn, input_signature=spec)
+        return self._epe_fns[key]
 
     def _recal_batch(self, x: tf.Tensor, arch: tf.Tensor, momentum: tf.Tensor) -> tf.Tensor:
         self.model(x, arch, training=True, bn_momentum=momentum)
@@ -76,7 +85,7 @@ class Evaluator:
     def batch_stats_epes(self, arch: Sequence[int], eval_batches: Iterable) -> list[float]:
         """The EPE of each eval batch with BN on that batch's statistics (no recalibration, no update)."""
         arch_t = tf.constant(list(arch), tf.int32)
-        epes = [float(self._epe_bs(x, flow, arch_t)) for x, flow in eval_batches]
+        epes = [float(self._epe_for("batch_stats", *x.shape[1:3])(x, flow, arch_t)) for x, flow in eval_batches]
         if not epes:
             raise ValueError("evaluation got no eval batch")
         return epes
@@ -99,6 +108,11 @@ class Evaluator:
     def batch_epes(self, arch: Sequence[int], recal_batches: Iterable, eval_batches: Iterable) -> list[float]:
         """The EPE of each eval batch after recalibration (their mean is `arch_epe`); the seconds spent
         recalibrating and evaluating are left in `last_seconds` for benchmarks and ETAs."""
+        return self.split_epes(arch, recal_batches, {"": eval_batches})[""]
+
+    def split_epes(self, arch: Sequence[int], recal_batches: Iterable,
+                   eval_batches: dict[str, Iterable]) -> dict[str, list[float]]:
+        """`batch_epes` on several evaluation splits after one recalibration, by split name."""
         snapshot = [v.numpy() for v in self.bn_variables]
         try:
             start = time.perf_counter()
@@ -106,14 +120,15 @@ class Evaluator:
                 raise ValueError("BN recalibration got no train batch")
             recal_done = time.perf_counter()
             arch_t = tf.constant(list(arch), tf.int32)
-            epes = [float(self._epe(x, flow, arch_t)) for x, flow in eval_batches]
+            out = {name: [float(self._epe_for("recalibrated", *x.shape[1:3])(x, flow, arch_t)) for x, flow in batches]
+                   for name, batches in eval_batches.items()}
             self.last_seconds = (recal_done - start, time.perf_counter() - recal_done)
         finally:
             for var, saved in zip(self.bn_variables, snapshot, strict=True):
                 var.assign(saved)
-        if not epes:
+        if not all(out.values()):
             raise ValueError("evaluation got no eval batch")
-        return epes
+        return out
 
     def evaluate(self, codes: Sequence[str], recal_batches: Iterable, eval_batches: Iterable,
                  bn_mode: str | None = None) -> EvalResult:
@@ -129,17 +144,46 @@ class Evaluator:
         return summarize(results)
 
 
-def datasets(cfg: Config, train_samples: list, eval_samples: list, cache: bool = False) -> tuple[Any, Any]:
-    """The fixed recalibration batches (train split, centre crop) and the fixed eval batches.
+    def evaluate_splits(self, codes: Sequence[str], recal_batches: Iterable, eval_batches: dict[str, Iterable],
+                        bn_mode: str | None = None) -> dict[str, EvalResult]:
+        """`evaluate` on several evaluation splits, one recalibration per arch for all of them."""
+        results: dict[str, dict[str, float]] = {name: {} for name in eval_batches}
+        batch_stats = (bn_mode or self.bn_mode) == "batch_stats"
+        with progress.Reporter(f"evaluating {len(codes)} archs on {len(eval_batches)} splits", len(codes),
+                               unit="arch", every_seconds=self.progress_seconds) as bar:
+            for code in codes:
+                arch = parse_arch(code)
+                if batch_stats:
+                    epes = {name: self.batch_stats_epes(arch, batches) for name, batches in eval_batches.items()}
+                else:
+                    epes = self.split_epes(arch, recal_batches, eval_batches)
+                for name, values in epes.items():
+                    results[name][format_arch(code)] = float(np.mean(values))
+                bar.update()
+        return {name: summarize(values) for name, values in results.items()}
+
+
+def datasets(cfg: Config, train_samples: list, eval_samples: list, cache: bool = False, *,
+             size: tuple[int, int] | None = None, batches: int | None = None) -> tuple[Any, Any]:
+    """The fixed recalibration batches (train split, centre crop) and the fixed eval batches (of an
+    evaluation split's `size` and number of `batches`: default the input size and eval_batches_per_arch).
 
     `cache=True` decodes them once and keeps them in memory (ranking many archs)."""
     from edgeflow.data.pipeline import eval_dataset
 
     recal = eval_dataset(train_samples, cfg, batch_size=cfg.eval.batch_size, num_batches=cfg.eval.bn_recal_batches,
                          cache=cache)
-    evals = eval_dataset(eval_samples, cfg, batch_size=cfg.eval.batch_size, num_batches=cfg.eval.eval_batches_per_arch,
-                         cache=cache)
+    evals = eval_dataset(eval_samples, cfg, batch_size=cfg.eval.batch_size,
+                         num_batches=batches or cfg.eval.eval_batches_per_arch, cache=cache, size=size)
     return recal, evals
+
+
+def split_dataset(cfg: Config, split: Any, cache: bool = False) -> Any:
+    """The fixed eval batches of an evaluation split (edgeflow.data.samples.EvalSplit)."""
+    from edgeflow.data.pipeline import eval_dataset
+
+    return eval_dataset(split.samples, cfg, batch_size=cfg.eval.batch_size,
+                        num_batches=split.num_batches(cfg.eval.batch_size), cache=cache, size=split.size)
 
 
 def zero_flow_epe(model: tf.Module, eval_batches: Iterable, arch: Sequence[int] = (0,) * NUM_BLOCKS) -> float:

@@ -22,7 +22,7 @@ from edgeflow.data.pipeline import data_error_message, is_data_error, steps_per_
 from edgeflow.space.sampler import FairSampler
 from edgeflow.train import distribute, early_stop, epoch_stats, flow_pictures, workers
 from edgeflow.train.epoch_clock import EpochClock, evaluates
-from edgeflow.train.evaluate import Evaluator, datasets, zero_flow_epe
+from edgeflow.train.evaluate import Evaluator, datasets, split_dataset, zero_flow_epe
 from edgeflow.train.feed import EpochFeed
 from edgeflow.train.recorder import NullRecorder, Recorder, RunDirWriteError
 from edgeflow.train.restore import build_supernet
@@ -71,6 +71,7 @@ class Trainer:
         self.rec: Recorder = (Recorder(plan, self.job_id) if self.task.chief
                               else NullRecorder(plan, self.job_id, self.task.index))
         self._feed: tuple[tuple[int, int], EpochFeed] | None = None
+        self.other_evals: dict[str, Any] = {}
         self.state = TrainState()
         # Measured wall time around the steps (evaluation, checkpoints): the epoch event and the ETA.
         self.clock = EpochClock(cfg.eval.every_epochs, cfg.train.num_epochs)
@@ -93,11 +94,19 @@ class Trainer:
             start_fields = self._restore()
             self._prepare_feed(self.state.epoch + 1, self._skip(self.state.batch_in_epoch))
             # 3. the fixed evaluation batches, and the bar any learning must clear on them
-            recal, evals = datasets(cfg, self.plan.splits.train, self.plan.splits.val)
+            splits = self.plan.splits
+            selected = splits.eval_split()
+            recal, evals = datasets(cfg, splits.train, selected.samples, size=selected.size,
+                                    batches=selected.num_batches(cfg.eval.batch_size))
+            # The other evaluation splits (eval.splits), reported beside the one selected on.
+            self.other_evals = {name: split_dataset(cfg, split) for name, split in splits.evals.items()
+                                if name != splits.select_on}
             start_fields["zero_flow_epe"] = zero_flow_epe(self.model, evals)
             self.zero_flow_epe = start_fields["zero_flow_epe"]
             print(f"EPE of predicting zero flow on the eval batches: {progress.significant(self.zero_flow_epe)}",
                   flush=True)
+            if splits.exclusion is not None:  # data.exclude_list: left out on purpose, never silently
+                start_fields["excluded_on_purpose"] = dict(splits.exclusion["samples"])
             self.rec.record("run_start", train_samples=len(self.plan.splits.train),
                             val_samples=len(self.plan.splits.val), start_epoch=self.state.epoch + 1,
                             num_epochs=cfg.train.num_epochs, patience=cfg.eval.early_stop_patience,
@@ -215,7 +224,19 @@ class Trainer:
         self.rec.record("epoch", **epoch_fields)
         eval_fields, stop, improved = None, False, False
         if evaluates(epoch, cfg.eval.every_epochs, cfg.train.num_epochs):
-            result = self.evaluator.evaluate(cfg.eval.pool, recal, evals)
+            split_fields: dict[str, Any] = {}
+            if self.other_evals:
+                selected = self.plan.splits.select_on
+                results = self.evaluator.evaluate_splits(cfg.eval.pool, recal, {selected: evals, **self.other_evals})
+                result = results.pop(selected)
+                split_fields = {"split": selected, "splits": {name: r.fields() for name, r in results.items()}}
+                for name, r in results.items():
+                    print(f"epoch {epoch} {name}: mean EPE {progress.significant(r.mean_epe)} "
+                          f"(median {progress.significant(r.median_epe)})", flush=True)
+            else:
+                result = self.evaluator.evaluate(cfg.eval.pool, recal, evals)
+                if self.plan.splits.select_on != "val":
+                    split_fields = {"split": self.plan.splits.select_on}
             decision = early_stop.update(state.early_stop, epoch, result.mean_epe, min_delta=cfg.eval.min_delta,
                                          patience=cfg.eval.early_stop_patience,
                                          min_epochs=cfg.eval.min_epochs_before_early_stop)
@@ -223,12 +244,12 @@ class Trainer:
             es = state.early_stop
             eval_fields = dict(result.fields(), epoch=epoch, best_epe=es.best, best_epoch=es.best_epoch,
                                bad_epochs=es.bad_epochs, patience=cfg.eval.early_stop_patience, improved=improved,
-                               bn_mode=cfg.eval.bn_mode)
+                               bn_mode=cfg.eval.bn_mode, **split_fields)
             self.rec.record("eval", **eval_fields)
             # Pictures of the best and worst arch's flow on a few eval samples (every task computes, as in
             # the evaluation; only the chief's recorder writes).
             self.rec.flow_samples(flow_pictures.take(self.model, self.evaluator, result, epoch, recal, evals,
-                                                     self.plan.splits.val, cfg.eval.bn_mode))
+                                                     self.plan.splits.eval_split().samples, cfg.eval.bn_mode))
         state.epoch, state.batch_in_epoch = epoch, 0
         state.epoch_stats = epoch_stats.EpochStats()
         ending = "early_stopped" if stop else ("completed" if epoch >= cfg.train.num_epochs else None)

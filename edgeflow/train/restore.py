@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeflow import config as config_mod
 from edgeflow.config import Config, ConfigError
-from edgeflow.data.samples import Splits
+from edgeflow.data.samples import EvalSplit, Splits
 from edgeflow.data.splits import resolve_splits
 from edgeflow.rundir import RunPaths
 from edgeflow.train.checkpoint import CheckpointError, CheckpointStore, Pointer
@@ -52,6 +52,11 @@ class RunHandle:
             self._splits = resolve_splits(self.cfg, stage=True)
         return self._splits
 
+    def eval_split(self, name: str | None = None) -> EvalSplit:
+        """The evaluation split `name` (--split; default: the one the run selects on, eval.select_on)."""
+        check_split_name(self.cfg, name)
+        return self.splits.eval_split(name)
+
     @property
     def epoch(self) -> int | None:
         value = self.pointer.state.get("epoch")
@@ -71,6 +76,19 @@ class RunHandle:
         model = build_supernet(self.cfg)
         restore_weights(model, self.pointer.prefix)
         return model
+
+
+def split_names(cfg: Config) -> list[str]:
+    """The evaluation splits of a config: its own ("val", when it has one) and those of eval.splits."""
+    return ([config_mod.BUILTIN_SPLIT] if config_mod.has_builtin_split(cfg) else []) + list(cfg.eval.splits)
+
+
+def check_split_name(cfg: Config, name: str | None) -> None:
+    """ConfigError unless `name` (None: the default) is an evaluation split of the config."""
+    if name is not None and name not in split_names(cfg):
+        raise ConfigError(f"--split {name}: not an evaluation split of the run's config (its splits: "
+                          f"{', '.join(split_names(cfg))}; add one under eval.splits, e.g. with --set "
+                          f"eval.splits.{name}.dataset=sintel --set eval.splits.{name}.root=DIR)")
 
 
 def open_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str] | None = None) -> RunHandle:

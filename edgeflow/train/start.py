@@ -24,9 +24,9 @@ from typing import Any
 from edgeflow import config as config_mod
 from edgeflow import jobenv, rundir
 from edgeflow.config import Config
-from edgeflow.data import sampleset
+from edgeflow.data import exclude, sampleset
 from edgeflow.data.samples import Splits
-from edgeflow.data.splits import excluded_files, resolve_splits
+from edgeflow.data.splits import data_source_record, eval_splits_record, excluded_files, resolve_splits
 from edgeflow.rundir import RunPaths
 from edgeflow.train.checkpoint import CheckpointError, CheckpointStore, Pointer
 from edgeflow.train.signature import check_signature, code_version, signature
@@ -56,10 +56,21 @@ class Plan:
 def prepare(cfg: Config) -> Plan | None:
     """Steps 2-6 above, without writing anything. None: nothing left to do."""
     splits = resolve_splits(cfg, stage=True)
-    print(f"train_samples={len(splits.train)} ({cfg.data.train_dir}) val_samples={len(splits.val)} "
+    where = cfg.data.train_dir if cfg.data.dataset == "fc2" else splits.train_scan.directory
+    print(f"train_samples={len(splits.train)} ({where}) val_samples={len(splits.val)} "
           f"({splits.val_source})", flush=True)
-    for path, kind, detail in excluded_files(splits.train_scan, splits.val_scan):
+    for name, split in splits.evals.items():
+        if name != splits.select_on:
+            print(f"evaluation split {name}: {len(split.samples)} samples ({split.where}) at "
+                  f"{split.size[0]}x{split.size[1]}", flush=True)
+    for path, kind, detail in excluded_files(splits.train_scan, splits.val_scan, *splits.eval_scans.values()):
         print(f"excluded {path}: {kind}: {detail}", flush=True)
+    if splits.exclusion is not None:
+        left_out = sum(splits.exclusion["samples"].values())
+        print(f"data.exclude_list {splits.exclusion['list']}: {left_out} samples left out on purpose "
+              f"({', '.join(f'{n} {c}' for n, c in splits.exclusion['samples'].items())})", flush=True)
+        for note in exclude.notes(splits.exclusion):
+            print(f"note: {note}", flush=True)
     if cfg.data.format != "packed":
         print("data: file headers checked now; pixel data and flow values are checked as each sample is read "
               "(a bad one stops the run, naming it); `edgeflow preflight --deep` checks every file first",
@@ -71,6 +82,8 @@ def prepare(cfg: Config) -> Plan | None:
     previous = read_run_json(paths.run)
     check_signature(previous, cfg, paths.root)
     resume = CheckpointStore(paths.checkpoints).pointer("latest") if paths.checkpoints.is_dir() else None
+    if resume is not None:
+        check_flow_meaning(previous, cfg, paths.root)
     if resume is not None and resume.state.get("imported"):
         raise StartError(f"{paths.root} holds an imported checkpoint (import-v1), which has no training state "
                          f"to resume; start a new experiment from it with checkpoint.init_from={paths.root}")
@@ -133,6 +146,17 @@ def init_from_source(cfg: Config, paths: RunPaths, source_dir: str, key: str) ->
                      "imported_from": imported.get("checkpoint")}
 
 
+def check_flow_meaning(run_json: dict[str, Any] | None, cfg: Config, where: Path) -> None:
+    """A run continues only with the flow values it trained on: a changed data.ft3d_flow_divisor would
+    change what every label means mid-run (a new experiment may start from its weights instead)."""
+    before = ((run_json or {}).get("data_source") or {}).get("flow_divisor")
+    now = data_source_record(cfg).get("flow_divisor")
+    if before is not None and before != now:
+        raise StartError(f"run {where} trained on flow divided by {before} (data.ft3d_flow_divisor), the config "
+                         f"gives {now}: continuing would change what its labels mean; restore the value, or start a "
+                         f"new experiment from its weights (checkpoint.init_from)")
+
+
 def finished(state: dict[str, Any], cfg: Config) -> bool:
     status = state.get("status")
     if status == "completed":
@@ -161,6 +185,10 @@ def write_run_start_files(plan: Plan, job_id: str | None, **extra: Any) -> dict[
     ids = sampleset.split_ids(splits)
     sampleset.write_ids(plan.paths.samples, ids)
     extra.setdefault("data", sampleset.record(ids))
+    extra.setdefault("data_source", data_source_record(cfg))
+    extra.setdefault("eval_splits", eval_splits_record(splits))
+    if splits.exclusion is not None:
+        extra.setdefault("excluded_on_purpose", splits.exclusion)
     if plan.resume is not None:
         sampleset.reconcile_state(plan.paths.state, plan.resume.state)
     return rundir.write_run_start(
