@@ -31,6 +31,7 @@ import numpy as np
 from edgeflow import jobenv
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import DataError, sort_key
+from edgeflow.export.deploy import at_size
 from edgeflow.nas import results as results_mod
 from edgeflow.progress import Reporter
 from edgeflow.rundir import EventLog, atomic_write_json, read_json, read_run
@@ -264,9 +265,12 @@ def write_key(folder: Path, record: dict[str, Any]) -> None:
 
 
 def prepare(run_dir: str | Path, selection: Selection, *, checkpoint: str = "best", name: str | None = None,
-            shard: str | None = None, overrides: Sequence[str] = ()) -> Plan:
+            shard: str | None = None, overrides: Sequence[str] = (),
+            input_size: tuple[int, int] | None = None) -> Plan:
     """Check everything and work out what is left to do; writes nothing.
 
+    `input_size` evaluates at another size than the run's (a device's: float32, BN recalibrated there;
+    another protocol, so other results; default name <checkpoint>_<H>x<W>).
     RankError for bad input (codes, run, checkpoint, signature, a folder of another checkpoint),
     DataError for data that cannot be evaluated on."""
     codes = select_codes(selection)
@@ -274,8 +278,10 @@ def prepare(run_dir: str | Path, selection: Selection, *, checkpoint: str = "bes
     if name is not None and (not name or "/" in name or name.startswith(".")):
         raise RankError(f"--name: must be a folder name without '/', got {name!r}")
     run = open_checked(run_dir, checkpoint, overrides)
+    if input_size is not None:
+        run = at_size(run, *input_size)
     key, record = key_for(run)
-    name = name or key.checkpoint
+    name = name or (key.checkpoint if input_size is None else f"{key.checkpoint}_{input_size[0]}x{input_size[1]}")
     folder = run.paths.root / RANK_DIR / name
     check_key(folder, key)
     done = results_mod.read_many([folder / results_mod.RESULTS_CSV], key)
