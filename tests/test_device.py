@@ -301,3 +301,22 @@ def test_deployed_epe_is_the_int8_models_epe_in_the_interpreter(searched: dict, 
     assert record["agreement"]["tflite_int8"]["supernet_epe"] == pytest.approx(
         float(rows[dev.BASELINE]["epe_deploy_f32"]), rel=1e-6)
     assert record["vela"]["accelerator"] == "Ethos_U55_64" and record["vela"]["system_config"] == "WiseEye2_HX6538"
+
+
+@pytest.mark.slow
+def test_deployed_epe_as_the_objective(searched: dict) -> None:
+    # One generation, the device figures cached: every feasible arch is converted and run in int8.
+    assert search_cmd.main(["--run", str(searched["run"]), "--objectives", "deployed_epe,vela_latency",
+                            "--evaluations", "4", "--population", "4", "--seed", "3", "--device",
+                            str(searched["board"]), "--name", "deployed", "--workers", "1"]) == 0
+    folder = searched["run"] / "search/deployed"
+    archs = [a for a in read_csv(folder / "archs.csv") if a["feasible"] == "1"]
+    int8 = {r["code"]: r for r in map(json.loads, (searched["run"] / f"rank/best-000001_{SIZE[0]}x{SIZE[1]}"
+                                                   / "int8.jsonl").read_text().splitlines())}
+    assert archs and all(float(a["epe_int8"]) == int8[a["code"]]["epe_int8"] for a in archs)
+    front = read_csv(folder / "front.csv")
+    for f in front:
+        assert not any(float(a["epe_int8"]) <= float(f["epe_int8"])
+                       and float(a["vela_inference_ms"]) <= float(f["vela_inference_ms"])
+                       and (a["epe_int8"], a["vela_inference_ms"]) != (f["epe_int8"], f["vela_inference_ms"])
+                       for a in archs), f"{f['code']} is dominated in (int8 EPE, Vela latency)"

@@ -153,7 +153,7 @@ def prepare_figures(run: RunHandle, device: device_mod.Device, checkpoint: resul
     count = min(FIGURE_CALIBRATION, len(at.splits.train))
     if count < 1:
         raise DataError("the train split has no valid sample at the device's input size: "
-                                 "nothing to calibrate the int8 model on")
+                        "nothing to calibrate the int8 model on")
     calibration = rank_mod._ids_digest(at.splits.train, count)
     parts = {"target": device.target_digest, "vela": vela_version, "tensorflow": tensorflow_version(),
              "checkpoint_digest": checkpoint.checkpoint_digest, "calibration": calibration, "count": count,
