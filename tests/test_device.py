@@ -122,6 +122,13 @@ def test_device_objectives_need_a_device_and_rank_deploy_needs_one_too(tmp_path:
     assert exit_.value.code == 2 and "--deploy needs --device" in capsys.readouterr().err
 
 
+def test_a_front_csv_selects_archs_for_rank(tmp_path: Path) -> None:
+    from edgeflow.nas.rank import read_archs_file
+
+    (tmp_path / "front.csv").write_text("code,epe_mean,vela_inference_ms\n000021222,5.1,6.7\n200022102,5.3,3.1\n")
+    assert read_archs_file(tmp_path / "front.csv") == ["000021222", "200022102"]
+
+
 # ---- a device search --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -239,11 +246,14 @@ def test_rank_computes_the_device_figures_of_its_shard(searched: dict, monkeypat
     monkeypatch.setattr(vela_mod, "compile_int8", counting)
     fresh = ["111111111", "101010101"]
     assert not {line["code"] for line in figure_lines(searched["run"])} & set(fresh)
-    for k in (0, 1):
+    for k, only in ((0, ["--figures-only"]), (1, [])):
         assert rank_cmd.main(["--run", str(searched["run"]), "--archs", *fresh, "--device", str(searched["board"]),
-                              "--shard", f"{k}/2", "--workers", "1", "--name", "shards"]) == 0
+                              "--shard", f"{k}/2", "--workers", "1", "--name", "shards", *only]) == 0
         assert compiled == fresh[:k + 1]  # each element compiles its own shard only
     assert {line["code"] for line in figure_lines(searched["run"])} >= set(fresh)
+    # --figures-only evaluated nothing: only the second element's arch has an EPE in the ranking
+    ranked = read_csv(searched["run"] / "rank/shards/results.csv")
+    assert [r["code"] for r in ranked] == fresh[1:]
     capsys.readouterr()
 
 

@@ -32,7 +32,8 @@ def add_selection(parser: argparse.ArgumentParser, required: bool = True) -> Non
     """The arch-selection options (shared with `python -m jobs rank`)."""
     which = parser.add_mutually_exclusive_group(required=required)
     which.add_argument("--archs", nargs="+", metavar="CODE", help="arch codes such as 000021222")
-    which.add_argument("--archs-file", metavar="F", help="a file with one arch code per line ('#' comments)")
+    which.add_argument("--archs-file", metavar="F", help="a file with one arch code per line ('#' comments), or a "
+                                                          "CSV with a 'code' column (a search's front.csv)")
     which.add_argument("--sample", type=int, metavar="N", help="N distinct archs drawn uniformly (see --seed)")
     which.add_argument("--all", action="store_true", help="all 3^9 = 19683 archs")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "in RUN/rank/<checkpoint>_<H>x<W>) and, for the Pareto front of the selection (EPE "
                              "against Vela latency, within the limits) and the baseline 000021222, the int8 "
                              "model's EPE: deploy_report.csv")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="with --device: only compute and cache the device figures of the selection (or "
+                             "--shard), no EPE evaluation: a CPU job")
     add_run_overrides(parser)
     parser.add_argument("--compare", nargs=2, metavar=("A.csv", "B.csv"),
                         help="rank correlation of two rankings: results.csv files of this command, or CSVs "
@@ -106,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--run is required (or --compare A B)")
     if args.deploy and not args.device:
         parser.error("--deploy needs --device (the device's input size and Vela target)")
+    if args.figures_only and (not args.device or args.deploy):
+        parser.error("--figures-only needs --device, and evaluates nothing (so no --deploy)")
     figures_plan = deploy_plan = None
     try:
         device = device_mod.load(args.device) if args.device else None
@@ -127,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         _err(str(exc))
         return EXIT_BAD_INPUT
     k, n = plan.shard
+    if args.figures_only and device is not None and figures_plan is not None:
+        return figures_main(args, plan, device, figures_plan)
     print(f"rank {plan.name}: {len(plan.codes)} archs selected"
           + (f", shard {k}/{n}" if n > 1 else "")
           + f"; {len(plan.done)} already done for checkpoint {plan.key.checkpoint} "
@@ -205,4 +213,28 @@ def device_main(args: argparse.Namespace, plan: rank.Plan, device: device_mod.De
         path = dev.write_report(plan.folder, report, dev.report_record(figures_plan, deploy_plan, train_key))
     print_report(report, device.input_size)
     print(f"report: {path}")
+    return EXIT_OK
+
+
+def figures_main(args: argparse.Namespace, plan: rank.Plan, device: device_mod.Device,
+                 figures_plan: dev.FigurePlan) -> int:
+    """--figures-only: the device figures of this shard's archs, nothing else."""
+    figures: dict = {}
+    try:
+        code = device_main(args, plan, device, figures_plan, None, figures)
+    except vela_mod.VelaError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    except CheckpointError as exc:
+        _err(str(exc))
+        return EXIT_BAD_INPUT
+    if code != EXIT_OK:
+        return code
+    rows = sorted(figures.values(), key=lambda f: (f["vela_inference_ms"], f["code"]))
+    print(f"{'arch':<10}{'Vela ms':>9}{'fps':>8}{'SRAM KiB':>10}{'flash KiB':>11}{'CPU ops':>8}")
+    for f in rows[:10]:
+        print(f"{f['code']:<10}{f['vela_inference_ms']:>9.2f}{f['vela_fps']:>8.2f}{f['vela_sram_kib']:>10.1f}"
+              f"{f['vela_flash_kib']:>11.1f}{f['vela_cpu_ops']:>8d}")
+    if len(rows) > 10:
+        print(f"... {len(rows) - 10} more in {figures_plan.folder / dev.FIGURES_FILE}")
     return EXIT_OK

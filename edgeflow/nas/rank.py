@@ -88,14 +88,22 @@ def sample_codes(n: int, seed: int) -> list[str]:
 
 
 def read_archs_file(path: str | Path) -> list[str]:
-    """Codes one per line ('#' starts a comment); an error names the file and the line."""
+    """Codes one per line ('#' starts a comment), or the `code` column of a CSV such as a search's
+    front.csv; an error names the file and the line."""
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise RankError(f"--archs-file {path}: cannot read: {exc.strerror}") from None
+    header = lines[0].split(",") if lines else []
+    column = header.index("code") if "code" in header else None
     codes = []
     for number, line in enumerate(lines, 1):
+        if column is not None:  # a CSV with a header: its code column
+            if number == 1:
+                continue
+            fields = line.split(",")
+            line = fields[column] if len(fields) > column else line
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
