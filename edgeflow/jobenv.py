@@ -78,6 +78,17 @@ def task_count(env: Mapping[str, str] | None = None) -> int:
         return 1
 
 
+def usable_cpus(env: Mapping[str, str] | None = None) -> int:
+    """CPU cores this process may use: SLURM's cpus per task in a job, else the process's affinity."""
+    text = _env(env).get("SLURM_CPUS_PER_TASK", "")
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def required(name: str, env: Mapping[str, str] | None = None) -> str | None:
     """A SLURM task variable, or None when it is not set (the caller says what that means)."""
     value = _env(env).get(name)

@@ -319,7 +319,8 @@ def _main(capsys, *args: str) -> tuple[int, str]:
 @pytest.mark.parametrize("extra, message", [
     (["--arch", "00000000x"], "--arch"),
     (["--arch", "000000003"], "options outside"),
-    (["--arch", ARCH_CLI, "--height", "33", "--width", str(W)], "even"),
+    (["--arch", ARCH_CLI, "--height", "33", "--width", "15"], "at least 16x16"),
+    (["--arch", ARCH_CLI, "--device", "no-such-board"], "known devices"),
     (["--arch", ARCH_CLI, "--height", "8", "--width", str(W)], "at least 16x16"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(source_run: Path, tmp_path: Path, capsys, extra,

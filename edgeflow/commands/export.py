@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="ACCEL", help=f"Vela accelerator ({', '.join(vela_mod.ACCELERATORS)}; "
                                               f"default {vela_mod.DEFAULT_ACCELERATOR})")
     add_split_option(parser)
+    parser.add_argument("--device", metavar="DEVICE",
+                        help="a device file (configs/devices/NAME.yaml, or its NAME): export at its input size "
+                             "(unless --height/--width) and compile with Vela for its board (implies --vela)")
     add_run_overrides(parser)
     return parser
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     request = ExportRequest(run=args.run, arch=args.arch, out=args.out, checkpoint=args.checkpoint,
                             height=args.height, width=args.width, vela=args.vela,
                             vela_config=args.vela_config, calibration_samples=args.calibration_samples,
-                            overrides=list(args.overrides), split=args.split)
+                            overrides=list(args.overrides), split=args.split, device=args.device)
     try:
         export(request)
     except DataError as exc:

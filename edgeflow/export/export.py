@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeflow.config import ConfigError
 from edgeflow.data.samples import Sample, sort_key
+from edgeflow.export import deploy
+from edgeflow.export import device as device_mod
 from edgeflow.export import vela as vela_mod
 from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run, staging
 from edgeflow.space.arch import format_arch, parse_arch
@@ -37,8 +38,9 @@ STAGE_KIND = "export"
 OLD_STAGE_KINDS = ("partial",)
 # Float formats must match the supernet to float32 rounding: |diff| <= ATOL + RTOL * max|supernet output|.
 FLOAT_ATOL, FLOAT_RTOL = 1e-4, 1e-4
-# Down-sampling is by 16 (four stride-2 convs); the config asks for even sides of at least 16.
-MIN_SIDE = 16
+# Down-sampling is by 16 (four stride-2 convs): at least 16x16. Any side from there works (a deployment
+# size such as 157x203 too), though training asks for even sides.
+MIN_SIDE = device_mod.MIN_SIDE
 
 
 class ExportError(ValueError):
@@ -58,6 +60,7 @@ class ExportRequest:
     calibration_samples: int = 32
     overrides: list[str] = field(default_factory=list)
     split: str | None = None  # the evaluation split the agreement is measured on (default: the one selected on)
+    device: str | None = None  # a device file or name: its input size and Vela target
 
 
 @dataclass
@@ -69,15 +72,13 @@ class Prepared:
     height: int
     width: int
     vela_version: str | None
+    device: device_mod.Device | None = None
 
 
 def check_input_size(height: int, width: int) -> None:
     if height < MIN_SIDE or width < MIN_SIDE:
         raise ExportError(f"--height/--width {height}x{width}: the network needs at least "
                           f"{MIN_SIDE}x{MIN_SIDE} (it down-samples by 16)")
-    if height % 2 or width % 2:
-        raise ExportError(f"--height/--width {height}x{width}: both sides must be even, as in training "
-                          f"(data.input_height / data.input_width)")
 
 
 def check_out(out: Path) -> None:
@@ -99,24 +100,21 @@ def prepare(request: ExportRequest) -> Prepared:
     if request.calibration_samples < 1:
         raise ExportError(f"--calibration-samples must be >= 1, got {request.calibration_samples}")
     check_out(request.out)
+    device = device_mod.load(request.device) if request.device else None
     run = open_run(request.run, request.checkpoint, request.overrides)
-    height = request.height or run.cfg.data.input_height
-    width = request.width or run.cfg.data.input_width
+    default_h, default_w = device.input_size if device else (run.cfg.data.input_height, run.cfg.data.input_width)
+    height = request.height or default_h
+    width = request.width or default_w
     check_input_size(height, width)
     # The export is float32 whatever the run trained in; the eval batches follow the export's size.
-    overrides = [*request.overrides, f"data.input_height={height}", f"data.input_width={width}",
-                 "train.mixed_precision=false"]
-    try:
-        run = open_run(request.run, request.checkpoint, overrides)
-    except ConfigError as exc:
-        raise ExportError(f"--height/--width {height}x{width}: {exc}") from None
-    vela_version = vela_mod.require() if request.vela else None
+    run = deploy.at_size(run, height, width)
+    vela_version = vela_mod.require() if request.vela or device else None
     if request.vela and request.vela_config not in vela_mod.ACCELERATORS:
         raise ExportError(f"--vela-config must be one of {', '.join(vela_mod.ACCELERATORS)}, "
                           f"got {request.vela_config!r}")
     run.eval_split(request.split)  # scans the data now, so a data error stops the export before any work
     return Prepared(request=request, run=run, arch=arch, code=format_arch(arch), height=height, width=width,
-                    vela_version=vela_version)
+                    vela_version=vela_version, device=device)
 
 
 def _first_ids(samples: list[Sample], count: int) -> list[str]:
@@ -214,11 +212,13 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
     agreement["tflite_int8"]["epe_increase"] = agreement["tflite_int8"]["epe"] - supernet_epe
 
     vela_report = None
-    if prep.request.vela:
-        vela_report = vela_mod.compile_int8(tmp / TFLITE_INT8, tmp / VELA_DIR, prep.request.vela_config)
+    if prep.request.vela or prep.device:
+        vela_report = vela_mod.compile_int8(tmp / TFLITE_INT8, tmp / VELA_DIR, prep.request.vela_config,
+                                            target=prep.device.vela_args() if prep.device else None)
         vela_report["compiled_model"] = f"{VELA_DIR}/{vela_report['compiled_model']}"
         vela_report["summary_csv"] = f"{VELA_DIR}/{vela_report['summary_csv']}"
-        log(f"Vela {prep.request.vela_config}: SRAM {vela_report['sram_used_kib']} KiB, flash "
+        target = prep.device.name if prep.device else prep.request.vela_config
+        log(f"Vela {target}: SRAM {vela_report['sram_used_kib']} KiB, flash "
             f"{vela_report['flash_used_kib']} KiB, {vela_report['inferences_per_second']:.1f} inferences/s, "
             f"{vela_report['cpu_operators']} CPU operators")
 
@@ -266,6 +266,7 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
             "tflite": "input x as `normalized` with batch 1; int8: quantised input and outputs",
         },
         "vela": vela_report,
+        "device": prep.device.record() if prep.device else None,
         "tensorflow": tf.__version__,
         "seconds": round(time.time() - started, 1),
         "written": time.time(),

@@ -3,7 +3,8 @@
 Vela is an optional dependency (`pip install 'edgeflow[deploy]'`); it runs as its own process so its
 output and any crash stay apart from the export. The figures come from its summary CSV (memory,
 cycles, inferences per second) and its operator listing (what runs on the NPU and what falls back to
-the CPU).
+the CPU). The target is an accelerator with Vela's default system for it, or a device
+(edgeflow/export/device.py): the board's own .ini, system configuration and memory mode.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,19 @@ def available() -> bool:
         return importlib.util.find_spec("ethosu.vela") is not None
     except ImportError:  # the parent package itself cannot be imported
         return False
+
+
+def bundled_config(name: str) -> Path | None:
+    """One of the .ini files Vela ships (`Arm/vela.ini`), found without importing Vela; None if absent."""
+    try:
+        spec = importlib.util.find_spec("ethosu")
+    except ImportError:
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(location) / "config_files" / name
+        if path.is_file():
+            return path.resolve()
+    return None
 
 
 def require() -> str:
@@ -87,6 +102,7 @@ def report(summary: dict[str, str], operators: dict[str, Any]) -> dict[str, Any]
         "system_config": summary.get("system_config"),
         "memory_mode": summary.get("memory_mode"),
         "core_clock_hz": num("core_clock"),
+        "arena_cache_kib": num("arena_cache_size"),
         "sram_used_kib": num("sram_memory_used"),
         "dram_used_kib": num("dram_memory_used"),
         "on_chip_flash_used_kib": num("on_chip_flash_memory_used"),
@@ -103,14 +119,21 @@ def report(summary: dict[str, str], operators: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def compile_int8(model: Path, out_dir: Path, accelerator: str = DEFAULT_ACCELERATOR) -> dict[str, Any]:
-    """Run Vela on `model`; writes its compiled model and summary into `out_dir`; returns the report."""
+def compile_int8(model: Path, out_dir: Path, accelerator: str = DEFAULT_ACCELERATOR,
+                 target: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run Vela on `model` for `target` (a device's Vela options, `Device.vela_args()`), else for
+    `accelerator` with Vela's default system; writes its compiled model and summary into `out_dir`;
+    returns the report."""
     version = require()
-    if accelerator not in ACCELERATORS:
+    if target is not None:
+        target = list(target)
+    elif accelerator in ACCELERATORS:
+        target = ["--accelerator-config", accelerator]
+    else:
         raise VelaError(f"--vela-config must be one of {', '.join(ACCELERATORS)}, got {accelerator!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "ethosu.vela", "--accelerator-config", accelerator, "--output-dir",
-           str(out_dir), "--show-cpu-operations", str(model)]
+    cmd = [sys.executable, "-m", "ethosu.vela", *target, "--output-dir", str(out_dir), "--show-cpu-operations",
+           str(model)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     (out_dir / "vela_output.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -125,3 +148,21 @@ def compile_int8(model: Path, out_dir: Path, accelerator: str = DEFAULT_ACCELERA
     result = report(parse_summary(summaries[0]), parse_operators(proc.stdout))
     return {"vela_version": version, "compiled_model": compiled.name, "summary_csv": summaries[0].name,
             **result}
+
+
+# The device figures of an arch (rank, search, the device cache): Vela's report in the units the
+# device limits use. vela_latency is the inference time in ms; vela_sram is SRAM in KiB.
+FIGURES = ("vela_cycles", "vela_npu_cycles", "vela_inference_ms", "vela_fps", "vela_sram_kib", "vela_flash_kib",
+           "vela_dram_kib", "vela_arena_cache_kib", "vela_weights_bytes", "vela_npu_ops", "vela_cpu_ops",
+           "vela_cpu_fallback")
+
+
+def device_figures(vela_report: dict[str, Any]) -> dict[str, Any]:
+    r = vela_report
+    return {"vela_cycles": int(r["cycles_total"]), "vela_npu_cycles": int(r["cycles_npu"]),
+            "vela_inference_ms": float(r["inference_time_s"]) * 1000.0,
+            "vela_fps": float(r["inferences_per_second"]), "vela_sram_kib": float(r["sram_used_kib"]),
+            "vela_flash_kib": float(r["flash_used_kib"]), "vela_dram_kib": float(r["dram_used_kib"]),
+            "vela_arena_cache_kib": float(r["arena_cache_kib"]),
+            "vela_weights_bytes": int(r["weights_encoded_bytes"]), "vela_npu_ops": int(r["npu_operators"]),
+            "vela_cpu_ops": int(r["cpu_operators"]), "vela_cpu_fallback": list(r["cpu_fallback"])}

@@ -31,6 +31,7 @@ import numpy as np
 from edgeflow import jobenv
 from edgeflow.config import ConfigError
 from edgeflow.data.samples import DataError, sort_key
+from edgeflow.export.deploy import at_size
 from edgeflow.nas import results as results_mod
 from edgeflow.progress import Reporter
 from edgeflow.rundir import EventLog, atomic_write_json, read_json, read_run
@@ -87,14 +88,22 @@ def sample_codes(n: int, seed: int) -> list[str]:
 
 
 def read_archs_file(path: str | Path) -> list[str]:
-    """Codes one per line ('#' starts a comment); an error names the file and the line."""
+    """Codes one per line ('#' starts a comment), or the `code` column of a CSV such as a search's
+    front.csv; an error names the file and the line."""
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise RankError(f"--archs-file {path}: cannot read: {exc.strerror}") from None
+    header = lines[0].split(",") if lines else []
+    column = header.index("code") if "code" in header else None
     codes = []
     for number, line in enumerate(lines, 1):
+        if column is not None:  # a CSV with a header: its code column
+            if number == 1:
+                continue
+            fields = line.split(",")
+            line = fields[column] if len(fields) > column else line
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
@@ -283,9 +292,12 @@ def write_key(folder: Path, record: dict[str, Any]) -> None:
 
 
 def prepare(run_dir: str | Path, selection: Selection, *, checkpoint: str = "best", name: str | None = None,
-            shard: str | None = None, overrides: Sequence[str] = (), split: str | None = None) -> Plan:
+            shard: str | None = None, overrides: Sequence[str] = (), split: str | None = None,
+            input_size: tuple[int, int] | None = None) -> Plan:
     """Check everything and work out what is left to do; writes nothing.
 
+    `input_size` evaluates at another size than the run's (a device's: float32, BN recalibrated there;
+    another protocol, so other results; default name <checkpoint>_<H>x<W>).
     RankError for bad input (codes, run, checkpoint, signature, a folder of another checkpoint),
     DataError for data that cannot be evaluated on."""
     codes = select_codes(selection)
@@ -293,8 +305,11 @@ def prepare(run_dir: str | Path, selection: Selection, *, checkpoint: str = "bes
     if name is not None and (not name or "/" in name or name.startswith(".")):
         raise RankError(f"--name: must be a folder name without '/', got {name!r}")
     run = open_checked(run_dir, checkpoint, overrides, split)
+    if input_size is not None:
+        run = at_size(run, *input_size)
     key, record = key_for(run, split)
-    name = name or default_name(key.checkpoint, run, split)
+    base = key.checkpoint if input_size is None else f"{key.checkpoint}_{input_size[0]}x{input_size[1]}"
+    name = name or default_name(base, run, split)
     folder = run.paths.root / RANK_DIR / name
     check_key(folder, key)
     done = results_mod.read_many([folder / results_mod.RESULTS_CSV], key)

@@ -121,8 +121,13 @@ def ensure_file(path: Path) -> None:
 def append(path: Path, row: dict[str, Any]) -> None:
     """Append one complete result line (single write, O_APPEND, fsync, under an exclusive lock)."""
     ensure_file(path)
-    line = format_line(row).encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND)
+    append_line(path, format_line(row).encode("utf-8"))
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one complete line to `path` (created when missing) as `append` does: one write under an
+    exclusive lock, after ending a fragment a killed writer left, then fsync."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         # Every read below goes through this descriptor: closing another one would drop a POSIX lock.
         fcntl.flock(fd, fcntl.LOCK_EX)  # released by close, or by the kernel when the writer is killed
