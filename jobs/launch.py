@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeflow import jobenv
-from edgeflow.config import Config, ConfigError
+from edgeflow.config import Config, ConfigError, data_paths
 
 from .backends import Dependency
 from .profile import ClusterProfile
@@ -59,9 +59,9 @@ def container_binds(spec: NodeSpec, cfg: Config) -> list[str]:
     """The profile's binds plus the run's folders (output root, data) that no bind covers yet."""
     binds = list(spec.profile.container.binds)
     covered = [b.split(":", 1)[0].rstrip("/") or "/" for b in binds]
-    needed = [("runtime.output_root", Path(cfg.runtime.output_root)), ("data.train_dir", Path(cfg.data.train_dir))]
-    if cfg.data.val_dir:
-        needed.append(("data.val_dir", Path(cfg.data.val_dir)))
+    needed = [("runtime.output_root", Path(cfg.runtime.output_root))]
+    # Every folder and file the data is read from (FC2 folders, a data set's root, eval splits, a pack).
+    needed += [(key, Path(path)) for key, path in data_paths(cfg)]
     if cfg.checkpoint.init_from:  # the run a warm start (a chain's later stage) reads its weights from
         needed.append(("checkpoint.init_from", Path(cfg.checkpoint.init_from)))
     for key, path in needed:

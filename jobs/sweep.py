@@ -54,8 +54,11 @@ def absolutize(cfg: Config, base: Path) -> Config:
         return str((base / path).resolve()) if path else path
 
     cfg.runtime.output_root = fix(cfg.runtime.output_root)
-    cfg.data.train_dir = fix(cfg.data.train_dir)
-    cfg.data.val_dir = fix(cfg.data.val_dir)
+    d = cfg.data
+    d.train_dir, d.val_dir, d.root = fix(d.train_dir), fix(d.val_dir), fix(d.root)
+    d.exclude_list, d.packed_dir = fix(d.exclude_list), fix(d.packed_dir)
+    for split in cfg.eval.splits.values():
+        split.root = fix(split.root)
     cfg.checkpoint.init_from = fix(cfg.checkpoint.init_from)
     return efconfig.validate(cfg)
 

@@ -251,6 +251,28 @@ def test_container_command_binds_uncovered_run_folders(demo_data: Path, tmp_path
     assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"] == [str(tmp_path), str(demo_data)]
 
 
+
+def test_every_folder_the_data_is_read_from_is_made_absolute_and_bound(demo_data: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # An FT3D config (data.root), a Sintel evaluation split with its own root, an exclude list and a pack:
+    # a relative path is made absolute at submission, and each is bound into the image.
+    (tmp_path / "ft3d").mkdir()
+    (tmp_path / "sintel").mkdir()
+    (tmp_path / "bad.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    overrides = ["data.dataset=ft3d", "data.root=ft3d", "data.exclude_list=bad.txt", "data.format=packed",
+                 "data.packed_dir=packs", f"runtime.output_root={tmp_path / 'out'}",
+                 "eval.splits={sintel-final: {dataset: sintel, subset: final, root: sintel}}",
+                 "eval.select_on=sintel-final"]
+    (el,) = sweep.expand([str(DEMO)], None, overrides, base=tmp_path)
+    assert el.cfg.data.root == str(tmp_path / "ft3d") and el.cfg.data.packed_dir == str(tmp_path / "packs")
+    assert el.cfg.eval.splits["sintel-final"].root == str(tmp_path / "sintel")
+    prof = profile.load("ci", ["container.binds=[/nonexistent_scratch]"])
+    cmd = trainer_command(NodeSpec("/x/cfg.yaml", str(el.run_dir), el.experiment, prof, str(REPO)), el.cfg)
+    binds = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"]
+    for path in ("ft3d", "sintel", "bad.txt", "packs"):
+        assert str(tmp_path / path) in binds, (path, binds)
+
 def test_status_of_unknown_targets(tmp_path: Path) -> None:
     out = run_jobs("status", str(tmp_path / "nothing"), env={"EDGEFLOW_JOBS_INDEX": str(tmp_path / "i.jsonl")})
     assert out.returncode == rundir.EXIT_BAD_INPUT and "neither a run directory" in out.stderr
