@@ -150,8 +150,8 @@ class BatchNorm(tf.Module):
             y, new_mean, new_var = tf.compat.v1.nn.fused_batch_norm(
                 x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance, epsilon=BN_EPSILON,
                 is_training=True, exponential_avg_factor=factor)
-            self.moving_mean.assign(tf.stop_gradient(new_mean))
-            self.moving_variance.assign(tf.stop_gradient(new_var))
+            self.moving_mean.assign(new_mean)
+            self.moving_variance.assign(new_var)
             return y
         if _CROSS_REPLICA_BN.get():
             mean, var, n = _cross_replica_moments(x)

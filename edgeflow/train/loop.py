@@ -20,7 +20,7 @@ from edgeflow import jobenv, progress, rundir
 from edgeflow.config import dump as config_dump
 from edgeflow.data.pipeline import data_error_message, is_data_error, steps_per_epoch, train_dataset
 from edgeflow.space.sampler import FairSampler
-from edgeflow.train import distribute, early_stop, epoch_stats, steplog, workers
+from edgeflow.train import devices, distribute, early_stop, epoch_stats, steplog, workers
 from edgeflow.train.evaluate import Evaluator, datasets, zero_flow_epe
 from edgeflow.train.feed import EpochFeed
 from edgeflow.train.recorder import NullRecorder, Recorder, RunDirWriteError
@@ -44,6 +44,7 @@ class Trainer:
         self.tty = sys.stdout.isatty()
         # First: a multi-worker strategy must start before anything else starts TensorFlow's runtime.
         self.strategy, self.task = distribute.make_strategy(self.cfg)
+        devices.check_gpus()  # GPUs given but not usable: exit 2 before anything is written
         self.replicas = 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync)
         cfg = self.cfg
         self.spe = steps_per_epoch(len(plan.splits.train), cfg.train.batch_size)
@@ -81,7 +82,8 @@ class Trainer:
         self.stop.install()
         try:
             # 1. the start files, the weights and state to continue from, the first epoch's input
-            self.rec.start(**({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}))
+            self.rec.start(device=devices.describe(),
+                           **({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}))
             start_fields = self._restore()
             self.step_fn.log.start(consecutive_nonfinite=self.state.consecutive_nonfinite,
                                    limit=cfg.train.max_nonfinite_steps)

@@ -57,6 +57,19 @@ class StepResult:
     loss_scale: float | None = None  # the scale after this step (None in float32)
 
 
+class _ShapeConstants:
+    """One constant per distinct shape within a trace (many variables share a shape): fewer graph nodes."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[int, ...], tf.Tensor] = {}
+
+    def __call__(self, shape: Any) -> tf.Tensor:
+        key = tuple(int(d) for d in shape)
+        if key not in self._made:
+            self._made[key] = tf.constant(key, tf.int32) if key else tf.constant([], tf.int32)
+        return self._made[key]
+
+
 class FlatGrads:
     """The order of the variables in the two flat gradient buffers: conv kernels, then the rest."""
 
@@ -72,14 +85,16 @@ class FlatGrads:
     def flatten(self, grads: Sequence[tf.Tensor]) -> list[tf.Tensor]:
         """Gradients in `order` -> [kernels flat, others flat] (float32)."""
         n = len(self.kernels)
-        return [tf.concat([tf.reshape(tf.cast(g, tf.float32), [-1]) for g in part], 0)
+        flat_shape = tf.constant([-1])  # one constant for every reshape: fewer graph nodes
+        return [tf.concat([tf.reshape(tf.cast(g, tf.float32), flat_shape) for g in part], 0)
                 for part in (grads[:n], grads[n:])]
 
     def unflatten(self, flats: Sequence[tf.Tensor]) -> list[tf.Tensor]:
         """[kernels flat, others flat] -> one tensor per variable, in the model's variable order."""
         out: list[tf.Tensor] = []
+        shapes = _ShapeConstants()
         for flat, group, sizes in zip(flats, (self.kernels, self.others), self.sizes, strict=True):
-            out += [tf.reshape(p, v.shape) for p, v in zip(tf.split(flat, sizes), group, strict=True)]
+            out += [tf.reshape(p, shapes(v.shape)) for p, v in zip(tf.split(flat, sizes), group, strict=True)]
         return [out[i] for i in self.to_model_order]
 
     def zeros(self) -> list[tf.Tensor]:
@@ -178,19 +193,22 @@ class TrainStep:
         if self.weight_decay == 0.0:
             return loss, acc
         # One flat copy of the kernels serves both (its l2 sum equals protocol §3's to float rounding).
-        weights = tf.concat([tf.reshape(k, [-1]) for k in self.flat.kernels], 0)
+        flat_shape = tf.constant([-1])
+        weights = tf.concat([tf.reshape(k, flat_shape) for k in self.flat.kernels], 0)
         loss = loss + self.weight_decay * tf.nn.l2_loss(weights)
         return loss, [acc[0] + self.weight_decay * weights, acc[1]]
 
     def _bn_flat(self) -> tf.Tensor:
-        return tf.concat([tf.reshape(tf.convert_to_tensor(v), [-1]) for v in self.bn_variables], 0)
+        flat_shape = tf.constant([-1])
+        return tf.concat([tf.reshape(tf.convert_to_tensor(v), flat_shape) for v in self.bn_variables], 0)
 
     def _restore_bn_unless(self, keep: tf.Tensor, saved: tf.Tensor) -> None:
         """Put the BN moving statistics back to `saved` (flat) where `keep` is false; one select."""
         chosen = tf.where(keep, self._bn_flat(), saved)
         sizes = [int(np.prod(v.shape)) for v in self.bn_variables]
+        shapes = _ShapeConstants()
         for var, part in zip(self.bn_variables, tf.split(chosen, sizes), strict=True):
-            var.assign(tf.reshape(part, var.shape))
+            var.assign(tf.reshape(part, shapes(var.shape)))
 
     def _step(self, x: tf.Tensor, flow: tf.Tensor, archs: tf.Tensor, lr: tf.Tensor) -> dict[str, tf.Tensor]:
         # Read before any forward pass; automatic control dependencies order these reads first.
