@@ -175,18 +175,21 @@ class TrainStep:
 
     # ------------------------------------------------------------------ graph side
     def _accumulate(self, x, flow, arch, weight, total_loss, acc, scale=None):
-        """total_loss + weight * loss(arch) and acc + weight * its gradient (flat); weight decay not included."""
+        """total_loss + weight * loss(arch) and acc + weight * its gradient (flat); weight decay not included.
+
+        The weight multiplies the loss inside the tape, so the gradient comes out weighted and is added
+        in one pass (the same sum as weighting each gradient, to float rounding)."""
         with tf.GradientTape() as tape:
             outputs = self.model(x, arch, training=True)
             loss = tf.cast(loss_lib.supernet_loss(outputs, flow), tf.float32)
             # Scaled inside the tape so the float16 backward pass carries large enough values.
-            target = loss if scale is None else loss * scale
+            target = loss * weight if scale is None else loss * (weight * scale)
         grads = tape.gradient(target, self.flat.order, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         flats = self.flat.flatten(grads)
         if scale is not None:
             # Unscale in float32 before anything sums, measures or clips the gradients.
             flats = [f / scale for f in flats]
-        return total_loss + loss * weight, [a + f * weight for a, f in zip(acc, flats, strict=True)]
+        return total_loss + loss * weight, [a + f for a, f in zip(acc, flats, strict=True)]
 
     def _weight_decay(self, loss, acc):
         """Add the coupled L2 term once: its loss (protocol §3) and its gradient wd * W to the kernels."""
@@ -251,9 +254,10 @@ class TrainStep:
         finite = tf.logical_and(loss_finite, grads_finite)
         halted = self.log.halted()
         applied = tf.logical_and(finite, tf.logical_not(halted))
-        clipped, _ = tf.clip_by_global_norm(acc, self.clip_norm, use_norm=grad_norm)
-        # Non-finite values must not reach the kernels even when not applied (0 * NaN is NaN).
-        effective = [tf.where(applied, g, tf.zeros_like(g)) for g in clipped]
+        # tf.clip_by_global_norm's factor, and 0 on a skipped step; multiply_no_nan gives 0 there even
+        # for NaN or Inf entries (0 * NaN is NaN), so clipping and the skip are one pass over the gradient.
+        factor = tf.where(applied, self.clip_norm * tf.minimum(1.0 / grad_norm, 1.0 / self.clip_norm), 0.0)
+        effective = [tf.math.multiply_no_nan(g, factor) for g in acc]
         self.optimizer.apply(self.flat.unflatten(effective), self.variables, lr, applied, strategy=strategy)
         overflow = tf.constant(False)
         scale_after = None
