@@ -105,7 +105,7 @@ def syncs(args: dict[str, Any]) -> dict[str, Any]:
             counts["in_step"] += bool(state["in_step"])
         return original_numpy(self)
 
-    ops._EagerTensorBase._numpy = counting_numpy  # type: ignore[method-assign]
+    ops._EagerTensorBase._numpy = counting_numpy
     original_epoch = loop.Trainer._train_epoch
 
     def counted_epoch(self: Any, epoch: int) -> bool:

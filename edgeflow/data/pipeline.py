@@ -2,8 +2,9 @@
 
 x is float32 [b, H, W, 6] = concat(img_0, img_1) in BGR order mapped by (v/255 - 0.5)*2; flow is
 float32 [b, H, W, 2] clipped to +-data.flow_clip. With `normalise=False` x stays uint8: the trainer
-moves a quarter of the bytes to its device and maps them there (`to_unit_range`, the same values). Decoding uses native ops (read_file, decode_png,
-decode_raw) in parallel with a deterministic order, and crops while the pixels are still uint8.
+moves a quarter of the bytes to its device and maps them there (`to_unit_range`, the same values).
+Decoding uses native ops (read_file, decode_png, decode_raw) in parallel with a deterministic order,
+and crops while the pixels are still uint8.
 
 The same batches come from a decode-once pack (data.format: packed): the samples' type picks how one
 is read (edgeflow/data/readers.py); the order, the crop offsets, the batching and the gap check below

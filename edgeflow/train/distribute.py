@@ -164,7 +164,7 @@ class DistributedTrainStep(TrainStep):
     def collective_stop(self) -> bool:
         return self.multi_worker
 
-    def place(self, x: Any, flow: Any) -> tuple[Any, Any, Any]:
+    def place(self, x: Any, flow: Any) -> Any:
         """Each replica's shard of the batch on its device (uint8 frames mapped to [-1, 1] there)."""
         x, flow = np.asarray(x), np.asarray(flow)
         batch = x.shape[0]

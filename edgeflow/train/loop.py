@@ -165,16 +165,16 @@ class Trainer:
             # Multi-worker: every task must stop at the same step, so the shared stop flag is looked
             # at after a fixed number of steps, the same on every task.
             poll = collective and (i + 1) % distribute.STOP_POLL_STEPS == 0
-            figures: dict[str, float] = {}
-            halt = steplog.RUNNING
+            halt, loss = steplog.RUNNING, None
             if beat or line or poll or (stop and not collective):
                 decide = poll or not collective
                 read_halt, loss = self._read_steps(epoch, decide=decide)
                 halt = read_halt if decide else halt
                 last_read = time.monotonic()
-                if loss is not None:
-                    figures["loss"] = loss
-            bar.update(samples=batch.size, **figures)
+            if loss is None:
+                bar.update(samples=batch.size)
+            else:
+                bar.update(samples=batch.size, loss=loss)
             if beat:
                 elapsed = time.time() - last_beat
                 self.rec.record("heartbeat", epoch=epoch, step=state.step, replicas=self.replicas,

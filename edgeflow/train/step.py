@@ -139,7 +139,7 @@ class TrainStep:
         return StepLog(log_steps)
 
     # ------------------------------------------------------------------ host side
-    def place(self, x: Any, flow: Any) -> tuple[Any, Any]:
+    def place(self, x: Any, flow: Any) -> Any:
         """The step's inputs on its device (the input feed calls this ahead of time, in its thread):
         uint8 frames cross to the device as they are and are mapped to [-1, 1] there."""
         with tf.device(self.device):
