@@ -239,6 +239,22 @@ def test_gpus_given_but_not_seen_stop_the_start_with_the_reason(tmp_path: Path, 
     assert not (tmp_path / "out" / "nogpu" / "run.json").exists()
 
 
+def test_the_gpu_preset_is_the_production_protocol_run_for_a_gpu() -> None:
+    import dataclasses
+
+    from edgeflow import config as config_mod
+    from edgeflow.train.signature import signature
+
+    prod = config_mod.load(REPO / "configs" / "supernet_fc2_180x240.yaml")
+    gpu = config_mod.load(REPO / "configs" / "supernet_fc2_180x240_gpu.yaml")
+    assert signature(gpu) == signature(prod)
+    a, b = dataclasses.asdict(prod), dataclasses.asdict(gpu)
+    differ = {f"{section}.{key}" for section in a for key in a[section] if a[section][key] != b[section][key]}
+    assert differ == {"runtime.experiment_name", "data.format", "data.packed_dir", "data.stage_to_local",
+                      "train.mixed_precision", "train.jit_compile"}
+    assert gpu.train.mixed_precision == "bfloat16" and gpu.train.jit_compile
+
+
 @pytest.mark.slow
 def test_the_loop_reads_the_step_log_only_at_the_epoch_end(tmp_path: Path, demo_data: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -153,8 +153,11 @@ class DistributedTrainStep(TrainStep):
         self.bn_option = [o for _, o in usage]
         self._replica_fn = self._arch_replica if self.layout.mode == "arch_parallel" else self._data_replica
         # Per-replica shapes vary with the last batch of an epoch: one generalised trace serves them all.
-        self.function = tf.function(self._distributed_step, reduce_retracing=True,
-                                    jit_compile=self.jit_compile or None)
+        self.function = tf.function(self._distributed_step, reduce_retracing=True)
+        if self.jit_compile:
+            # XLA cannot compile the step whole here: tf.distribute's replica all-reduce is a merge
+            # across replica threads, not an op. Auto-clustering compiles the parts around it.
+            tf.config.optimizer.set_jit("autoclustering")
 
     def _make_log(self, log_steps: int) -> StepLog:
         return self._own_log
