@@ -212,10 +212,11 @@ class Trainer:
             counted += 1
             loss = record.loss
             self._count_step(epoch, record, archs, data_probe, samples)
-        if counted == len(records):
+        if readout.halt == steplog.RUNNING:
             state.sampler = self.sampler.state_dict()
         elif counted:
-            # The log halted: the sampler's state is that after the last counted step, not the live one.
+            # The log halted: the sampler's state is that after the last counted step, not the live one
+            # (the loop may have drawn archs for steps queued after it).
             replay = FairSampler(self.cfg.runtime.seed)
             replay.load_state_dict(state.sampler)
             for _ in range(counted):
