@@ -278,3 +278,50 @@ def test_the_loop_reads_the_step_log_only_at_the_epoch_end(tmp_path: Path, demo_
     # no heartbeat or progress line was due: one read per epoch, each with that epoch's steps
     assert reads == [steps, steps] and state["step"] == 2 * steps
     assert json.loads((run / "run.json").read_text())["device"]["kind"] == "CPU"
+
+
+def _loop_reading(records: list, halt: int, queued: int):
+    """The loop's bookkeeping (Trainer._read_steps) over a step log that returns `records`."""
+    import time
+    from types import SimpleNamespace
+
+    from edgeflow.train.loop import Trainer
+    from edgeflow.train.state import TrainState
+
+    sampler = FairSampler(3)
+    state = TrainState(sampler=sampler.state_dict())
+    pending = [(sampler.next_archs(), np.zeros((2, 8), F32), 2) for _ in range(queued)]
+    log = SimpleNamespace(read=lambda: steplog.Readout(records, halt, 0))
+    trainer = SimpleNamespace(step_fn=SimpleNamespace(log=log), state=state, _pending=pending, sampler=sampler,
+                              _mark=time.perf_counter(), cfg=Config())
+    trainer._count_step = lambda *args: Trainer._count_step(trainer, *args)
+    return trainer, lambda decide=True: Trainer._read_steps(trainer, 1, decide=decide)
+
+
+def test_a_halted_log_counts_the_steps_up_to_the_halt_and_rewinds_the_sampler() -> None:
+    rec = steplog.StepRecord
+    records = [rec(1.0, 2.0, False, steplog.APPLIED, None), rec(1.5, 300.0, True, steplog.APPLIED, None),
+               rec(0.0, 0.0, False, steplog.HALTED, None), rec(0.0, 0.0, False, steplog.HALTED, None)]
+    trainer, read = _loop_reading(records, steplog.STOPPED, 4)
+    assert read() == (steplog.STOPPED, 1.5)
+    state = trainer.state
+    assert (state.step, state.batch_in_epoch) == (2, 2)
+    assert state.epoch_stats.losses == [1.0, 1.5] and state.epoch_stats.clip_count == 1
+    after_two = FairSampler(3)
+    after_two.next_archs(), after_two.next_archs()
+    # the checkpoint's sampler state and the live sampler: after the 2 counted steps, not the 4 queued
+    assert state.sampler == after_two.state_dict() == trainer.sampler.state_dict()
+
+
+def test_a_diverged_log_ends_the_run_at_the_step_that_reached_the_limit() -> None:
+    from edgeflow.train.loop import _Diverged
+
+    rec = steplog.StepRecord
+    nan = float("nan")
+    records = [rec(nan, nan, False, steplog.NONFINITE, None), rec(nan, nan, False, steplog.NONFINITE, None),
+               rec(0.0, 0.0, False, steplog.HALTED, None)]
+    trainer, read = _loop_reading(records, steplog.DIVERGED, 3)
+    trainer.cfg.train.max_nonfinite_steps = 2
+    with pytest.raises(_Diverged, match="2 consecutive non-finite steps .* last at epoch 1 step 2"):
+        read()
+    assert trainer.state.nonfinite_total == 2 and trainer.state.epoch_stats.nonfinite_steps == 2
