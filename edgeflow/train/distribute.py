@@ -196,9 +196,6 @@ class DistributedTrainStep(TrainStep):
         return stop
 
     # ------------------------------------------------------------------ graph side
-    def _bn_flat(self) -> tf.Tensor:
-        return tf.concat([tf.reshape(tf.convert_to_tensor(v), [-1]) for v in self.bn_variables], 0)
-
     def _arch_replica(self, x, flow, share, archs, stop):
         ctx = tf.distribute.get_replica_context()
         replica = ctx.replica_id_in_sync_group
