@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,20 +51,9 @@ def constraints() -> dict[str, str]:
     return deffile.read_constraints(REPO / "constraints.txt")
 
 
-def _pyproject(key: str) -> str:
-    """A top-level `key = value` of pyproject.toml (tomllib is not in Python 3.10)."""
-    match = re.search(rf"^{key}\s*=\s*(.+)$", (REPO / "pyproject.toml").read_text(), re.M)
-    assert match, f"pyproject.toml has no {key}"
-    value = match.group(1).strip()
-    return value.strip('"') if value.startswith('"') else value
-
-
-def _section(name: str) -> str:
-    """The body of a [name] table of pyproject.toml."""
-    text = (REPO / "pyproject.toml").read_text()
-    start = text.index(f"[{name}]\n") + len(name) + 3
-    end = text.find("\n[", start)
-    return text[start:end if end >= 0 else None]
+def _pyproject() -> dict:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return tomllib.load(f)
 
 
 def _from_files(body: str, definition: deffile.DefFile) -> str:
@@ -175,12 +165,16 @@ def test_the_image_installs_the_lock_ci_uses(definition):
     src, extras = project[0].rstrip("]").split("[")
     assert files["pyproject.toml"] == f"{src}/pyproject.toml"
     # Makefile: pip install -c constraints.txt -e '.[train,jobs,monitor,dev]'; the image leaves out dev.
-    make_extras = re.search(r"-c constraints.txt -e '\.\[([a-z,]+)\]'", (REPO / "Makefile").read_text()).group(1)
+    # (the Makefile may continue the line with a backslash)
+    make_extras = re.search(r"-c constraints.txt\s*(?:\\\s*)?-e '\.\[([a-z,]+)\]'",
+                            (REPO / "Makefile").read_text()).group(1)
     assert set(extras.split(",")) == set(make_extras.split(",")) - {"dev"}
     # Every folder pyproject installs a package from is copied in (edgeflow_jobs comes from jobs/, ...).
-    dirs = dict(re.findall(r'^(\w+) = "(\w+)"$', _section("tool.setuptools.package-dir"), re.M))
-    for package in json.loads(_pyproject("packages")):
-        folder = dirs.get(package, package.split(".")[0])
+    setuptools = _pyproject()["tool"]["setuptools"]
+    dirs = setuptools["package-dir"]
+    for package in setuptools["packages"]:
+        top = package.split(".")[0]
+        folder = dirs.get(top, top)
         assert files[folder] == f"{src}/{folder}", package
 
 

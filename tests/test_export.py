@@ -393,7 +393,10 @@ def test_sigterm_mid_export_leaves_the_old_export_and_nothing_else(source_run: P
 
 
 def test_missing_vela_names_the_extra(source_run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "ethosu", None)  # as if the deploy extra were not installed
+    # As if the deploy extra were not installed (both names: an earlier test in this process may have
+    # imported Vela, and a module already imported is found without looking at its parent).
+    monkeypatch.setitem(sys.modules, "ethosu", None)
+    monkeypatch.setitem(sys.modules, "ethosu.vela", None)
     code, err = _main(capsys, "--run", str(source_run), "--arch", ARCH_CLI, "--out", str(tmp_path / "o"),
                       "--vela")
     assert code == EXIT_BAD_INPUT, err

@@ -234,8 +234,10 @@ def test_three_task_job_trains_one_run_and_resumes_after_preemption(env: dict[st
     # (arch_parallel: one arch of the step each). The preemption signal reaches every task; all
     # checkpoint at the same step and resume. Preempted mid-epoch, on the first heartbeat: a signal
     # during an evaluation waits for the slowest task's evaluation, which on this loaded machine can
-    # outlast SLURM's 30 s between SIGTERM and SIGKILL (docs/distribute.md says so).
-    out, ids = submit(env, *tiny(demo_data, env["out"], train__num_epochs=2, train__distribute="multi_worker",
+    # outlast SLURM's 30 s between SIGTERM and SIGKILL (docs/distribute.md says so). Four epochs, not two:
+    # the requeue must land before the run could end (on a loaded machine two epochs of 12 steps once
+    # finished between the first heartbeat and the requeue's signal).
+    out, ids = submit(env, *tiny(demo_data, env["out"], train__num_epochs=4, train__distribute="multi_worker",
                                  train__batch_size=2, eval__pool="['000000000']"),
                       "--profile-set", "slurm.tasks_per_node=3", "--profile-set", "slurm.cpus_per_task=1",
                       "--profile-set", "slurm.additional.overcommit=true")
@@ -255,7 +257,7 @@ def test_three_task_job_trains_one_run_and_resumes_after_preemption(env: dict[st
     assert len(starts) == 2 and starts[1]["resumed_from"]
     assert all(s["replicas"] == 3 for s in starts)
     assert "SIGTERM" in ends[0]["reason"]
-    assert epoch_numbers(run) == [1, 2]  # continued, not restarted
+    assert epoch_numbers(run) == [1, 2, 3, 4]  # continued, not restarted
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["job_ids"] == [job_id]
     assert len(info["tasks"]) == 3 and len(set(info["tasks"])) == 3

@@ -375,14 +375,13 @@ def test_the_rank_and_search_commands_pass_their_options_to_the_job_as_given(
 
     def grown() -> argparse.ArgumentParser:
         parser = original()
-        parser.add_argument("--device", help="a device the command learnt")
-        parser.add_argument("--vela-cache", action="store_true", help="a flag it learnt")
+        parser.add_argument("--board", help="an option the command learnt")
+        parser.add_argument("--warm-cache", action="store_true", help="a flag it learnt")
         return parser
 
     monkeypatch.setattr(rank_cmd, "build_parser", grown)
-    args = cli.build_parser().parse_args(["rank", "--run", "r", "--all", "--device", "ethos-u55-128", "--vela-cache"])
-    assert kinds.passthrough(rank_cmd.build_parser(), args, kinds.RANK_OWN) == [
-        "--device", "ethos-u55-128", "--vela-cache"]
+    args = cli.build_parser().parse_args(["rank", "--run", "r", "--all", "--board", "b1", "--warm-cache"])
+    assert kinds.passthrough(rank_cmd.build_parser(), args, kinds.RANK_OWN) == ["--board", "b1", "--warm-cache"]
 
 
 def test_jobs_rank_refuses_the_options_the_launcher_owns(tmp_path: Path) -> None:
