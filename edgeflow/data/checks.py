@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from edgeflow.data import flo, pfm
 from edgeflow.data.samples import DataError, Problem
@@ -305,3 +305,15 @@ def subfolders(directory: str, pattern: re.Pattern[str] | None = None) -> list[s
         return []
     except OSError as exc:
         raise DataError(f"data folder {directory} cannot be listed: {exc.strerror or exc}") from None
+
+
+def file_stamps(root: str, folders: Iterable[tuple[str, re.Pattern[str]]]) -> dict[str, list[int]]:
+    """Path relative to `root` -> [size, mtime_ns] of the numbered files of each (folder, pattern): what a
+    pack compares to tell it is stale."""
+    out: dict[str, list[int]] = {}
+    for folder, pattern in folders:
+        files, _ = numbered_files(folder, pattern)
+        for path in files.values():
+            st = os.stat(path)
+            out[os.path.relpath(path, root)] = [st.st_size, st.st_mtime_ns]
+    return out

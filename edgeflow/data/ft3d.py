@@ -204,19 +204,14 @@ def sample_problems(sample: Sample, min_size: tuple[int, int] | None) -> list[Pr
 
 def source_files(root: str, sel: Ft3dSelection) -> dict[str, list[int]]:
     """relative path -> [size, mtime_ns] of every sample file of the selection: a pack's staleness."""
-    out: dict[str, list[int]] = {}
+    folders: list[tuple[str, re.Pattern[str]]] = []
     for set_, scene in _scenes(root, sel):
         for camera in sel.cameras:
-            folders = [(os.path.dirname(frame_path(root, p, sel.part, set_, scene, camera, 0)), _FRAME)
-                       for p in sel.passes]
+            folders += [(os.path.dirname(frame_path(root, p, sel.part, set_, scene, camera, 0)), _FRAME)
+                        for p in sel.passes]
             folders += [(os.path.dirname(flow_path(root, sel.part, set_, scene, d, camera, 0)),
                          _flow_pattern(d, camera)) for d in sel.directions]
-            for folder, pattern in folders:
-                files, _ = checks.numbered_files(folder, pattern)
-                for path in files.values():
-                    st = os.stat(path)
-                    out[os.path.relpath(path, root)] = [st.st_size, st.st_mtime_ns]
-    return out
+    return checks.file_stamps(root, folders)
 
 
 @dataclass(frozen=True)

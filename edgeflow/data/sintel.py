@@ -102,15 +102,9 @@ def scan_sintel(root: str, pass_: str, options: ScanOptions, *, workers: int | N
 
 def source_files(root: str, pass_: str) -> dict[str, list[int]]:
     """relative path -> [size, mtime_ns] of every frame and flow file of the pass: a pack's staleness."""
-    out: dict[str, list[int]] = {}
-    for scene in _scenes(root, pass_):
-        for folder, pattern in ((os.path.dirname(frame_path(root, pass_, scene, 1)), _FRAME),
-                                (os.path.dirname(flow_path(root, scene, 1)), _FLOW)):
-            files, _ = checks.numbered_files(folder, pattern)
-            for path in files.values():
-                st = os.stat(path)
-                out[os.path.relpath(path, root)] = [st.st_size, st.st_mtime_ns]
-    return out
+    return checks.file_stamps(root, [pair for scene in _scenes(root, pass_)
+                                     for pair in ((os.path.dirname(frame_path(root, pass_, scene, 1)), _FRAME),
+                                                  (os.path.dirname(flow_path(root, scene, 1)), _FLOW))])
 
 
 @dataclass(frozen=True)
