@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pool of {len(pool)}: {' '.join(m.code for m in pool)}; {len(trainings)} stand-alone trainings, "
           f"{len(trainings) - len(todo)} finished, {len(todo)} to train", flush=True)
     if todo and args.no_train:
-        _err(f"{len(todo)} stand-alone training(s) not finished ({', '.join(f'{t.experiment}: {t.status()}' for t in todo)}); "
-             "run without --no-train to train them")
+        listing = ", ".join(f"{t.experiment}: {t.status()}" for t in todo)
+        _err(f"{len(todo)} stand-alone training(s) not finished ({listing}); run without --no-train to train them")
         log.emit("run_end", status="failed", reason=f"{len(todo)} stand-alone trainings not finished")
         return EXIT_FAILED
     for t in todo:

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgeflow import config as efconfig
 from edgeflow import rundir
-from edgeflow.config import Config, ConfigError
+from edgeflow.config import DEFAULT_EVAL_POOL, Config, ConfigError
 from edgeflow.nas import rank
 from edgeflow.nas import results as results_mod
 from edgeflow.rundir import EventLog, RunPaths, atomic_write_json, read_events, read_json, read_run
@@ -48,9 +48,11 @@ PREDICTORS = ("supernet", "flops", "params", "latency")
 EVAL_SET_KEYS = ("data.dataset", "data.root", "data.val_dir", "data.holdout_samples", "data.holdout_seed",
                  "data.input_height", "data.input_width", "data.flow_clip", "data.exclude_list",
                  "eval.batch_size", "eval.eval_batches_per_arch", "eval.splits", "eval.select_on")
-# A supernet's config as the stand-alone config (no --config): it must not warm-start from what the
-# supernet did.
-RESET_FOR_STANDALONE = ("checkpoint.init_from=", "checkpoint.resume_experiment_name=")
+# A supernet's config as the stand-alone config (no --config): not its warm start, and none of the
+# options only a supernet has (the evaluation pool, batch-statistics evaluation, tf.distribute).
+RESET_FOR_STANDALONE = ("checkpoint.init_from=", "checkpoint.resume_experiment_name=",
+                        "eval.pool=[" + ", ".join(f"'{c}'" for c in DEFAULT_EVAL_POOL) + "]",
+                        "eval.bn_mode=recalibrate", "train.distribute=none")
 
 
 class FidelityError(rank.RankError):
@@ -298,6 +300,10 @@ def _normalised_rank(values: Sequence[float], codes: Sequence[str]) -> np.ndarra
     return ranks / max(len(codes) - 1, 1)
 
 
+def _place(normalised: float, n: int) -> int:
+    return int(round(normalised * (n - 1))) + 1
+
+
 def select(epe: dict[str, float], flops: dict[str, int], k: int, seed: int,
            must: Sequence[tuple[str, str]], repeats: int = 1) -> list[Member]:
     """k members: the forced ones, then one per cell of a Latin hypercube over (the supernet's EPE rank,
@@ -322,8 +328,8 @@ def select(epe: dict[str, float], flops: dict[str, int], k: int, seed: int,
         taken.add(best)
         members.append(Member(free[best], (
             f"stratum {i + 1}/{m} of the supernet's EPE ranking and {pairing[i] + 1}/{m} of FLOPs (supernet rank "
-            f"{int(round(r_epe[best] * (len(free) - 1))) + 1}, FLOPs rank {int(round(r_cost[best] * (len(free) - 1))) + 1}"
-            f" of {len(free)} candidates)")))
+            f"{_place(r_epe[best], len(free))}, FLOPs rank {_place(r_cost[best], len(free))} of {len(free)} "
+            f"candidates)")))
     return members
 
 
@@ -413,7 +419,7 @@ def report(plan: Plan, supernet_rows: dict[str, dict[str, Any]], *, resamples: i
     missing = [c for c in codes if c not in supernet_rows]
     if missing:
         raise FidelityError(f"the supernet has not ranked {' '.join(missing)} for checkpoint {plan.key.checkpoint}")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for member in plan.pool:
         r = supernet_rows[member.code]
         rows.append({"code": member.code, "why": member.why, "supernet_epe": float(r["epe_mean"]),
@@ -439,6 +445,14 @@ def report(plan: Plan, supernet_rows: dict[str, dict[str, Any]], *, resamples: i
         "figures": figures, "verdict": word, "rule": fs.RULE, "line": line,
         "seed_noise": fs.seed_noise(by_code), "subnets": rows,
     }
+
+
+def read_report(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = read_json(folder / REPORT_JSON)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def write_report(plan: Plan, data: dict[str, Any]) -> tuple[Path, Path]:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 LEVEL = 0.95
@@ -43,12 +44,12 @@ class Interval:
         return asdict(self)
 
 
-def kendall_tau(pred: Sequence[float], actual: Sequence[float]) -> float:
+def kendall_tau(pred: npt.ArrayLike, actual: npt.ArrayLike) -> float:
     """Kendall tau-b (ties in either ranking counted as scipy does)."""
     return float(stats.kendalltau(pred, actual, variant="b").statistic)
 
 
-def spearman(pred: Sequence[float], actual: Sequence[float]) -> float:
+def spearman(pred: npt.ArrayLike, actual: npt.ArrayLike) -> float:
     return float(stats.spearmanr(pred, actual).statistic)
 
 
@@ -57,13 +58,13 @@ def _best(values: np.ndarray, n: int) -> np.ndarray:
     return np.argsort(values, kind="stable")[:n]
 
 
-def top_overlap(pred: Sequence[float], actual: Sequence[float], top: int) -> float:
+def top_overlap(pred: npt.ArrayLike, actual: npt.ArrayLike, top: int) -> float:
     p, a = np.asarray(pred, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     top = min(top, len(p))
     return len(set(_best(p, top).tolist()) & set(_best(a, top).tolist())) / top
 
 
-def regret(pred: Sequence[float], actual: Sequence[float]) -> float:
+def regret(pred: npt.ArrayLike, actual: npt.ArrayLike) -> float:
     """Stand-alone EPE of the predictor's top-1 minus the best stand-alone EPE."""
     p, a = np.asarray(pred, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     return float(a[_best(p, 1)[0]] - a.min())
