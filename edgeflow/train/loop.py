@@ -177,7 +177,8 @@ class Trainer:
         self._mark = time.perf_counter()
         for i, batch in enumerate(feed):
             archs = self.sampler.next_archs()
-            lr = learning_rate(state.step + len(self._pending), cfg.train.lr, self.horizon, cfg.train.lr_schedule)
+            lr = learning_rate(state.step + len(self._pending), cfg.train.lr, self.horizon, cfg.train.lr_schedule,
+                               cfg.train.lr_min)
             stop = self.stop.requested
             self.step_fn.launch(batch.inputs, archs, lr, stop=stop)
             self._pending.append((archs, batch.probe, batch.size))
@@ -281,7 +282,8 @@ class Trainer:
         cfg, state = self.cfg, self.state
         epoch_fields = dict(state.epoch_stats.summary(), epoch=epoch, step=state.step,
                             fairness_gap=self.sampler.fairness_gap(), epoch_wall_seconds=self._epoch_wall,
-                            lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon, cfg.train.lr_schedule))
+                            lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon, cfg.train.lr_schedule,
+                                          cfg.train.lr_min))
         if self.step_fn.loss_scale is not None:
             epoch_fields["loss_scale"] = float(self.step_fn.loss_scale.scale.numpy())
         self.rec.record("epoch", **epoch_fields)

@@ -256,7 +256,12 @@ class TrainStep:
         applied = tf.logical_and(finite, tf.logical_not(halted))
         # tf.clip_by_global_norm's factor, and 0 on a skipped step; multiply_no_nan gives 0 there even
         # for NaN or Inf entries (0 * NaN is NaN), so clipping and the skip are one pass over the gradient.
-        factor = tf.where(applied, self.clip_norm * tf.minimum(1.0 / grad_norm, 1.0 / self.clip_norm), 0.0)
+        if self.clip_norm > 0:
+            factor = tf.where(applied, self.clip_norm * tf.minimum(1.0 / grad_norm, 1.0 / self.clip_norm), 0.0)
+            clipped = grad_norm > self.clip_norm
+        else:  # train.grad_clip_global_norm 0: no clipping (the stand-alone recipe)
+            factor = tf.where(applied, 1.0, 0.0)
+            clipped = tf.constant(False)
         effective = [tf.math.multiply_no_nan(g, factor) for g in acc]
         self.optimizer.apply(self.flat.unflatten(effective), self.variables, lr, applied, strategy=strategy)
         overflow = tf.constant(False)
@@ -270,7 +275,7 @@ class TrainStep:
             active = tf.logical_and(tf.logical_or(finite, overflow), tf.logical_not(halted))
             self.loss_scale.update(grads_finite, active)
             scale_after = self.loss_scale.scale
-        self.log.write(loss=loss, grad_norm=grad_norm, clipped=grad_norm > self.clip_norm,
+        self.log.write(loss=loss, grad_norm=grad_norm, clipped=clipped,
                        nonfinite=tf.logical_not(tf.logical_or(finite, overflow)), overflow=overflow,
                        loss_scale=scale_after, stop=stop)
-        return {"loss": loss, "grad_norm": grad_norm, "clipped": grad_norm > self.clip_norm, "finite": applied}
+        return {"loss": loss, "grad_norm": grad_norm, "clipped": clipped, "finite": applied}
