@@ -1,7 +1,8 @@
 """Smoke test of the edgeflow image: TensorFlow imports, GPUs are listed, one arch trains one step.
 
-`apptainer test` runs it inside the image (%test); `make image-check` runs it with --require-gpu
-and --steps on a GPU node (the step time it prints is the first GPU figure of a new cluster); %post
+`apptainer test` runs it inside the image (%test); `make image-check` runs it with --require-gpu,
+--full-step and --steps on a GPU node (the trainer's whole three-arch step, timed: the first GPU
+figure of a new cluster); %post
 runs it with --build-only to check the versions it installed.
 It also runs outside the container on CPU (tests/test_container.py does), so it imports only what
 the image installs and nothing from the repository layout.
@@ -121,6 +122,47 @@ def train_step_check(arch_code: str, height: int, width: int, batch: int, device
     return problems
 
 
+def full_step_check(height: int, width: int, batch: int, device: str, steps: int, precision: str = "false",
+                    jit: bool = False) -> list[str]:
+    """The trainer's whole step (3 archs forward and backward, clipping, Adam) on a seeded random batch,
+    timed over `steps` steps after the first (tracing, and XLA's compile with --jit)."""
+    import tensorflow as tf
+
+    from edgeflow.config import Config, compute_precision
+    from edgeflow.model.supernet import Supernet
+    from edgeflow.space.sampler import FairSampler
+    from edgeflow.train.step import TrainStep
+
+    cfg = Config()
+    cfg.data.input_height, cfg.data.input_width, cfg.train.batch_size = height, width, batch
+    cfg.train.mixed_precision = {"false": False, "true": True}.get(precision, precision)
+    cfg.train.jit_compile = jit
+    sampler = FairSampler(0)
+    with tf.device(device):
+        step = TrainStep(Supernet(seed=0, compute_dtype=compute_precision(cfg.train.mixed_precision)), cfg)
+        x = tf.random.stateless_uniform([batch, height, width, 6], seed=[0, 1], minval=-1.0, maxval=1.0)
+        label = tf.random.stateless_uniform([batch, height, width, 2], seed=[0, 2], minval=-5.0, maxval=5.0)
+        started = time.perf_counter()
+        first = step(x, label, sampler.next_archs(), 1e-4)
+        seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        for _ in range(steps):
+            step.launch((x, label), sampler.next_archs(), 1e-4)
+        last = step.log.read().records[-1] if steps else None
+        steady = (time.perf_counter() - started) / steps if steps else 0.0
+    what = f"full step (3 archs + Adam), {compute_precision(cfg.train.mixed_precision)}{', XLA' if jit else ''}"
+    print(f"{what}: first step {seconds:.1f} s (includes tracing{' and compiling' if jit else ''}), "
+          f"loss {first.loss:.4f}, grad norm {first.grad_norm:.4f}")
+    if steps:
+        print(f"full step time on {device}: {steady * 1000:.1f} ms per step over {steps} steps queued back to back, "
+              f"batch {batch} at {height}x{width} ({batch / steady:.0f} samples/s)")
+    problems = []
+    for record in [first] + ([last] if last is not None else []):
+        if not (math.isfinite(record.loss) and math.isfinite(record.grad_norm)):
+            problems.append(f"the full step gave loss {record.loss}, grad norm {record.grad_norm}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--require-gpu", action="store_true",
@@ -138,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=0,
                         help="time this many steps after the first one (which includes tracing)")
+    parser.add_argument("--full-step", action="store_true",
+                        help="time the trainer's whole step (3 archs and Adam) instead of one arch's pass")
+    parser.add_argument("--precision", default="false", help="train.mixed_precision of the full step")
+    parser.add_argument("--jit", action="store_true", help="compile the full step with XLA (train.jit_compile)")
     args = parser.parse_args(argv)
     # "none": the build argument of a CPU-only image.
     cuda, cudnn = ("" if v == "none" else v for v in (args.cuda, args.cudnn))
@@ -157,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                             "check the driver (python -m jobs.gpu_driver)")
         else:
             device = "/GPU:0" if gpus else "/CPU:0"
-            problems += train_step_check(args.arch, args.height, args.width, args.batch, device, args.steps)
+            problems += train_step_check(args.arch, args.height, args.width, args.batch, device,
+                                         0 if args.full_step else args.steps)
+            if args.full_step:
+                problems += full_step_check(args.height, args.width, args.batch, device, args.steps,
+                                            str(args.precision).lower(), args.jit)
     for p in problems:
         print(f"smoke test FAILED: {p}", file=sys.stderr)
     if not problems:

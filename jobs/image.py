@@ -339,8 +339,10 @@ def _step_shape(config: Path) -> list[str]:
     except efconfig.ConfigError as exc:
         raise ImageError(str(exc), EXIT_BAD_INPUT) from None
     batch = cfg.train.micro_batch_size or cfg.train.batch_size
+    # The trainer's whole step (3 archs, Adam) in the config's precision and XLA setting.
     return [f"--height={cfg.data.input_height}", f"--width={cfg.data.input_width}", f"--batch={batch}",
-            f"--steps={TIMED_STEPS}"]
+            f"--steps={TIMED_STEPS}", "--full-step", f"--precision={str(cfg.train.mixed_precision).lower()}",
+            *(["--jit"] if cfg.train.jit_compile else [])]
 
 
 def driver_check(profile: ClusterProfile, apptainer: str, image: Path) -> None:

@@ -1,8 +1,10 @@
 """tf.data input pipeline (protocol §1): FC2 samples -> (x, flow) batches for training and evaluation.
 
 x is float32 [b, H, W, 6] = concat(img_0, img_1) in BGR order mapped by (v/255 - 0.5)*2; flow is
-float32 [b, H, W, 2] clipped to +-data.flow_clip. Decoding uses native ops (read_file, decode_png,
-decode_raw) in parallel with a deterministic order, and crops while the pixels are still uint8.
+float32 [b, H, W, 2] clipped to +-data.flow_clip. With `normalise=False` x stays uint8: the trainer
+moves a quarter of the bytes to its device and maps them there (`to_unit_range`, the same values).
+Decoding uses native ops (read_file, decode_png, decode_raw) in parallel with a deterministic order,
+and crops while the pixels are still uint8.
 
 The same batches come from a decode-once pack (data.format: packed): the samples' type picks how one
 is read (edgeflow/data/readers.py); the order, the crop offsets, the batching and the gap check below
@@ -82,7 +84,7 @@ def to_unit_range(pair: tf.Tensor) -> tf.Tensor:
 
 def _build(ordered: Sequence[Sample], draws: np.ndarray, start: int, cfg: config_mod.Config, *, batch_size: int,
            centre: bool, what: str, cache: bool = False, size: tuple[int, int] | None = None,
-           aug_draws: np.ndarray | None = None) -> tf.data.Dataset:
+           aug_draws: np.ndarray | None = None, normalise: bool = True) -> tf.data.Dataset:
     """Positions start..len(ordered)-1 of `ordered`, read (and augmented when `aug_draws` are given),
     batched, checked for gaps; crops of `size` (default data.input_height x data.input_width)."""
     height, width = size or (cfg.data.input_height, cfg.data.input_width)
@@ -128,7 +130,7 @@ def _build(ordered: Sequence[Sample], draws: np.ndarray, start: int, cfg: config
     def not_empty(pair, flow):
         return tf.shape(pair)[0] > 0
 
-    def normalise(pair, flow):
+    def to_float(pair, flow):
         return to_unit_range(pair), flow
 
     parallel = _autotune(cfg.data.num_parallel_calls)
@@ -141,7 +143,8 @@ def _build(ordered: Sequence[Sample], draws: np.ndarray, start: int, cfg: config
     ds = ds.concatenate(sentinel).batch(batch_size).scan(tf.constant(start, tf.int64), check).filter(not_empty)
     if cache:  # still uint8 here: a quarter of the memory of the float batches
         ds = ds.cache()
-    ds = ds.map(normalise, num_parallel_calls=parallel, deterministic=True)
+    if normalise:
+        ds = ds.map(to_float, num_parallel_calls=parallel, deterministic=True)
     ds = ds.prefetch(_autotune(cfg.data.prefetch_batches))
     options = tf.data.Options()
     options.deterministic = True
@@ -149,8 +152,10 @@ def _build(ordered: Sequence[Sample], draws: np.ndarray, start: int, cfg: config
 
 
 def train_dataset(samples: Sequence[Sample], cfg: config_mod.Config, epoch: int, *,
-                  skip_batches: int = 0) -> tf.data.Dataset:
-    """One epoch of training batches; `skip_batches=k` yields exactly batches k.. of the same epoch."""
+                  skip_batches: int = 0, normalise: bool = True) -> tf.data.Dataset:
+    """One epoch of training batches; `skip_batches=k` yields exactly batches k.. of the same epoch.
+
+    `normalise=False`: x as uint8 pixels (map them with `to_unit_range` where they are used)."""
     if not samples:
         raise ValueError("train_dataset: no samples")
     batch = cfg.train.batch_size
@@ -162,11 +167,11 @@ def train_dataset(samples: Sequence[Sample], cfg: config_mod.Config, epoch: int,
     aug = cfg.data.augment
     aug_draws = augment_draws(len(samples), cfg.runtime.seed, epoch, draws_per_sample(aug)) if aug.enabled else None
     return _build(ordered, draws, min(skip_batches * batch, len(samples)), cfg, batch_size=batch, centre=False,
-                  what="training", aug_draws=aug_draws)
+                  what="training", aug_draws=aug_draws, normalise=normalise)
 
 
-def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_size: int,
-                 num_batches: int, cache: bool = False, size: tuple[int, int] | None = None) -> tf.data.Dataset:
+def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_size: int, num_batches: int,
+                 cache: bool = False, size: tuple[int, int] | None = None, normalise: bool = True) -> tf.data.Dataset:
     """The first `num_batches` batches of `samples` sorted by id, centre-cropped to `size` (default the
     input size; an evaluation split's own size); the same every time.
 
@@ -180,4 +185,4 @@ def eval_dataset(samples: Sequence[Sample], cfg: config_mod.Config, *, batch_siz
     ordered = sorted(samples, key=lambda s: sort_key(s.sample_id))[:batch_size * num_batches]
     draws = np.zeros((len(ordered), 2))
     return _build(ordered, draws, 0, cfg, batch_size=batch_size, centre=True, what="evaluation", cache=cache,
-                  size=size)
+                  size=size, normalise=normalise)

@@ -67,7 +67,16 @@ def upsample2x(x: tf.Tensor) -> tf.Tensor:
     The result has the dtype of `x`: ResizeBilinear always outputs float32, so under float16 compute
     it is cast back to keep the following convs in float16 (a no-op for float32).
     """
-    return tf.cast(resize_bilinear_legacy(x, tf.shape(x)[1:3] * 2), x.dtype)
+    return tf.cast(resize_bilinear_legacy(x, static_size(x, 2)), x.dtype)
+
+
+def static_size(x: tf.Tensor, factor: int = 1):
+    """Height and width of `x` times `factor`: Python ints when the shape is known (XLA compiles
+    resizes and the convolutions after them only with sizes known at compile time), else a tensor."""
+    height, width = x.shape[1], x.shape[2]
+    if height is not None and width is not None:
+        return [int(height) * factor, int(width) * factor]
+    return tf.shape(x)[1:3] * factor
 
 
 def _module_name(path: str) -> str:
@@ -131,6 +140,18 @@ class BatchNorm(tf.Module):
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance,
                 epsilon=BN_EPSILON, is_training=False)
+            return y
+        if isinstance(momentum, (float, int)) and not _CROSS_REPLICA_BN.get():
+            # A fixed momentum (training): the fused kernel updates the moving statistics itself
+            # (its exponential average), instead of five more kernels per statistic. The factor is
+            # float32's 1 - m, as the unfused update computes it; the moving mean comes out bit for bit
+            # the same, the variance to one float32 rounding (tests/test_model.py).
+            factor = float(np.float32(1.0) - np.float32(momentum))
+            y, new_mean, new_var = tf.compat.v1.nn.fused_batch_norm(
+                x, self.gamma, self.beta, mean=self.moving_mean, variance=self.moving_variance, epsilon=BN_EPSILON,
+                is_training=True, exponential_avg_factor=factor)
+            self.moving_mean.assign(new_mean)
+            self.moving_variance.assign(new_var)
             return y
         if _CROSS_REPLICA_BN.get():
             mean, var, n = _cross_replica_moments(x)

@@ -15,7 +15,10 @@ Two ways to spread a step (train.distribute_mode):
 Variables: weights and Adam slots are mirrored (one copy per replica, updated once in cross-replica
 context with the all-reduced gradient); BN moving statistics are replica-local (ON_READ), since each
 replica updates its copy in its own forward pass, and are made equal again by the step.
-A non-finite loss or gradient skips the update on every replica and restores the BN statistics.
+A non-finite loss or gradient skips the update on every replica and restores the BN statistics,
+as selects on the devices; what each step did goes into this process's step log, read by the loop
+only now and then (edgeflow/train/steplog.py), as on one device. A multi-worker job's stop signal
+rides on the gradient all-reduce and halts the log of every task at the same step.
 """
 
 from __future__ import annotations
@@ -28,13 +31,15 @@ import tensorflow as tf
 
 from edgeflow import jobenv
 from edgeflow.config import Config
+from edgeflow.data.pipeline import to_unit_range
 from edgeflow.model import layers
 from edgeflow.model.layers import BN_MOMENTUM
 from edgeflow.space.arch import NUM_BLOCKS
 from edgeflow.train import workers
 from edgeflow.train.layout import KINDS, DistributeError, Layout, check_layout
 from edgeflow.train.restore import build_supernet
-from edgeflow.train.step import StepResult, TrainStep
+from edgeflow.train.step import DEFAULT_LOG_STEPS, TrainStep
+from edgeflow.train.steplog import StepLog
 from edgeflow.train.workers import Task
 
 
@@ -117,10 +122,16 @@ def _layers():
     return LAYERS
 
 
-class DistributedTrainStep(TrainStep):
-    """TrainStep on the replicas of `strategy`; same call and StepResult as the single-device step."""
+# A multi-worker task looks at the shared stop flag after this many steps (the same steps on every
+# task, so all stop at the same one); each look waits for the device once.
+STOP_POLL_STEPS = 16
 
-    def __init__(self, model: tf.Module, cfg: Config, strategy: tf.distribute.Strategy) -> None:
+
+class DistributedTrainStep(TrainStep):
+    """TrainStep on the replicas of `strategy`; same launch, log and StepResult as the single-device step."""
+
+    def __init__(self, model: tf.Module, cfg: Config, strategy: tf.distribute.Strategy, *,
+                 log_steps: int = DEFAULT_LOG_STEPS) -> None:
         t = cfg.train
         if t.micro_batch_size:
             raise DistributeError("train.micro_batch_size: micro-batching is not combined with train.distribute; "
@@ -129,10 +140,13 @@ class DistributedTrainStep(TrainStep):
             raise DistributeError("train.mixed_precision: float16 loss scaling is not combined with "
                                   "train.distribute; use bfloat16")
         self.strategy = strategy
+        self.multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.layout = check_layout(t.distribute_mode, strategy.num_replicas_in_sync, t.batch_size)
         self.sync_bn = bool(t.sync_batch_norm)
+        # The step log is this process's own (plain variables, outside the strategy's scope).
+        self._own_log = StepLog(log_steps)
         with strategy.scope():
-            super().__init__(model, cfg)
+            super().__init__(model, cfg, log_steps=log_steps)
         self.momentum = float(BN_MOMENTUM)
         usage = _bn_usage(model)
         self.bn_block = [b for b, _ in usage]
@@ -140,22 +154,21 @@ class DistributedTrainStep(TrainStep):
         self._replica_fn = self._arch_replica if self.layout.mode == "arch_parallel" else self._data_replica
         # Per-replica shapes vary with the last batch of an epoch: one generalised trace serves them all.
         self.function = tf.function(self._distributed_step, reduce_retracing=True)
+        if self.jit_compile:
+            # XLA cannot compile the step whole here: tf.distribute's replica all-reduce is a merge
+            # across replica threads, not an op. Auto-clustering compiles the parts around it.
+            tf.config.optimizer.set_jit("autoclustering")
+
+    def _make_log(self, log_steps: int) -> StepLog:
+        return self._own_log
 
     # ------------------------------------------------------------------ host side
-    def __call__(self, x, flow, archs, lr: float, stop: bool = False) -> StepResult:
-        xs, flows, shares = self._split(x, flow)
-        out = self.function(xs, flows, shares, tf.convert_to_tensor(archs, tf.int32), tf.constant(lr, tf.float32),
-                            tf.constant(1.0 if stop else 0.0))
-        return StepResult(loss=float(out["loss"]), grad_norm=float(out["grad_norm"]),
-                          clipped=bool(out["clipped"]), finite=bool(out["finite"]), stop=bool(out["stop"] > 0))
+    @property
+    def collective_stop(self) -> bool:
+        return self.multi_worker
 
-    def any_stop(self, stop: bool) -> bool:
-        """Whether any task saw a stop signal: a collective in a multi-worker job, so all stop together."""
-        if isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            return workers.any_task(self.strategy, stop)
-        return stop
-
-    def _split(self, x, flow) -> tuple[Any, Any, Any]:
+    def place(self, x: Any, flow: Any) -> Any:
+        """Each replica's shard of the batch on its device (uint8 frames mapped to [-1, 1] there)."""
         x, flow = np.asarray(x), np.asarray(flow)
         batch = x.shape[0]
         layout = self.layout
@@ -163,7 +176,7 @@ class DistributedTrainStep(TrainStep):
         def take(ctx, what: int) -> tf.Tensor:
             lo, hi = layout.bounds(batch, layout.shard_of(ctx.replica_id_in_sync_group))
             if what == 0:
-                return tf.constant(x[lo:hi])
+                return to_unit_range(x[lo:hi]) if x.dtype == np.uint8 else tf.constant(x[lo:hi])
             if what == 1:
                 return tf.constant(flow[lo:hi])
             return tf.constant((hi - lo) / batch, tf.float32)
@@ -171,26 +184,33 @@ class DistributedTrainStep(TrainStep):
         dist = self.strategy.experimental_distribute_values_from_function
         return dist(lambda c: take(c, 0)), dist(lambda c: take(c, 1)), dist(lambda c: take(c, 2))
 
-    # ------------------------------------------------------------------ graph side
-    def _bn_flat(self) -> tf.Tensor:
-        return tf.concat([tf.reshape(tf.convert_to_tensor(v), [-1]) for v in self.bn_variables], 0)
+    def launch(self, batch: Any, archs: Any, lr: float, stop: bool = False) -> None:
+        xs, flows, shares = batch
+        self.function(xs, flows, shares, tf.convert_to_tensor(archs, tf.int32), tf.constant(lr, tf.float32),
+                      tf.constant(1.0 if stop and self.multi_worker else 0.0))
 
+    def any_stop(self, stop: bool) -> bool:
+        """Whether any task saw a stop signal: a collective in a multi-worker job, so all stop together."""
+        if self.multi_worker:
+            return workers.any_task(self.strategy, stop)
+        return stop
+
+    # ------------------------------------------------------------------ graph side
     def _arch_replica(self, x, flow, share, archs, stop):
         ctx = tf.distribute.get_replica_context()
         replica = ctx.replica_id_in_sync_group
         before = [tf.identity(v) for v in self.bn_variables]
         arch_index = replica % 3
         arch = archs[arch_index]
-        grads0 = [tf.zeros_like(v) for v in self.variables]
-        loss, grads = self._guarded(x, flow, arch, share / 3.0, grads0)
+        loss, acc = self._guarded(x, flow, arch, share / 3.0, self.flat.zeros())
         # Everyone's updated BN copies, positioned by replica (a sum with zeros is exact).
         mine = self._bn_flat()
         onehot = tf.one_hot(replica, self.layout.replicas, dtype=tf.float32)
         gathered = ctx.all_reduce(tf.distribute.ReduceOp.SUM, onehot[:, None] * mine[None, :])
         # The stop flags ride on the gradient all-reduce: every task learns of a signal at the same step.
-        loss, grads, stop = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads, tf.identity(stop)])
+        loss, acc, stop = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, acc, tf.identity(stop)])
         composed = self._compose(before, gathered, archs)
-        return loss, grads, before, composed, stop
+        return loss, acc, before, composed, stop
 
     def _compose(self, before: list[tf.Tensor], gathered: tf.Tensor, archs: tf.Tensor) -> list[tf.Tensor]:
         """Apply every replica's BN update in (arch, shard) order, as one device runs the archs in turn."""
@@ -217,51 +237,44 @@ class DistributedTrainStep(TrainStep):
         ctx = tf.distribute.get_replica_context()
         before = [tf.identity(v) for v in self.bn_variables]
         loss = tf.constant(0.0)
-        grads = [tf.zeros_like(v) for v in self.variables]
+        acc = self.flat.zeros()
         if self.sync_bn:
             # Every replica must reach every BN all-reduce: no per-replica branch (the start refused
             # batches that would leave a shard empty), and the arch loop unrolled (no collectives in
             # a while loop).
             with layers.cross_replica_statistics():
                 for k in range(3):
-                    loss_k, grads = self._accumulate(x, flow, archs[k], share / 3.0, tf.constant(0.0), grads)
-                    loss += loss_k
+                    loss, acc = self._accumulate(x, flow, archs[k], share / 3.0, loss, acc)
         else:
             for k in tf.range(3):
-                loss_k, grads = self._guarded(x, flow, archs[k], share / 3.0, grads)
+                loss_k, acc = self._guarded(x, flow, archs[k], share / 3.0, acc)
                 loss += loss_k
         # Moving statistics: the share-weighted mean of the replicas' copies.
         mean = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [share * tf.convert_to_tensor(v) for v in self.bn_variables])
-        loss, grads, stop = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, grads, tf.identity(stop)])
-        return loss, grads, before, mean, stop
+        loss, acc, stop = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss, acc, tf.identity(stop)])
+        return loss, acc, before, mean, stop
 
-    def _guarded(self, x, flow, arch, weight, grads):
-        """Loss * weight and grads + weight * gradient; nothing for an empty shard (a tiny last batch)."""
+    def _guarded(self, x, flow, arch, weight, acc):
+        """Loss * weight and acc + weight * gradient; nothing for an empty shard (a tiny last batch)."""
         def run():
-            return self._accumulate(x, flow, arch, weight, tf.constant(0.0), grads)
-        return tf.cond(tf.shape(x)[0] > 0, run, lambda: (tf.constant(0.0), grads))
+            return self._accumulate(x, flow, arch, weight, tf.constant(0.0), acc)
+        return tf.cond(tf.shape(x)[0] > 0, run, lambda: (tf.constant(0.0), acc))
 
-    def _replica(self, x, flow, share, archs, stop):
-        loss, grads, before, after, stop = self._replica_fn(x, flow, share, archs, stop)
-        grad_norm = tf.linalg.global_norm(grads)
+    def _replica(self, x, flow, share, archs, stop, halted):
+        loss, acc, before, after, stop = self._replica_fn(x, flow, share, archs, stop)
+        loss, acc = self._weight_decay(loss, acc)
+        grad_norm = tf.linalg.global_norm(acc)
         finite = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
+        applied = tf.logical_and(finite, tf.logical_not(halted))
         for var, old, new in zip(self.bn_variables, before, after, strict=True):
-            var.assign(tf.where(finite, new, old))
-        return loss, grads, grad_norm, finite, stop
+            var.assign(tf.where(applied, new, old))
+        return loss, acc, stop
 
     def _distributed_step(self, xs, flows, shares, archs, lr, stop):
-        loss, grads, grad_norm, finite, stop = self.strategy.run(self._replica, args=(xs, flows, shares, archs, stop))
+        halted = self.log.halted()
+        loss, acc, stop = self.strategy.run(self._replica, args=(xs, flows, shares, archs, stop, halted))
         # Every replica holds the same all-reduced values; the update runs once, on the mirrored weights.
         first = self.strategy.experimental_local_results
-        loss, grad_norm, finite, stop = first(loss)[0], first(grad_norm)[0], first(finite)[0], first(stop)[0]
-        grads = [first(g)[0] for g in grads]
-        clipped_grads, _ = tf.clip_by_global_norm(grads, self.clip_norm, use_norm=grad_norm)
-
-        def apply() -> tf.Tensor:
-            self.optimizer.apply(clipped_grads, self.variables, lr)
-            return tf.constant(True)
-
-        applied = tf.cond(finite, apply, lambda: tf.constant(False))
-        return {"loss": loss, "grad_norm": grad_norm, "clipped": grad_norm > self.clip_norm, "finite": applied,
-                "stop": stop}
-
+        loss, stop = first(loss)[0], first(stop)[0]
+        acc = [first(a)[0] for a in acc]
+        self._finish(loss, acc, lr, stop=(stop > 0) if self.multi_worker else None, strategy=self.strategy)

@@ -1,7 +1,10 @@
 """Epoch statistics (docs/protocol.md) and the console line of an epoch.
 
 Light module (NumPy only). Train loss and grad norm are epoch means over all steps (each step's value
-is already the mean over its 3 archs); a skipped non-finite step is counted, not averaged.
+is already the mean over its 3 archs); a skipped non-finite step is counted, not averaged. The loop
+fills it from the device-side step log (edgeflow/train/steplog.py) at each read: the same float32
+values, step by step, that it used to read after every step, so the figures (percentiles included) and
+a mid-epoch resume, which saves them in the checkpoint's state, are exactly as before.
 """
 
 from __future__ import annotations
@@ -39,6 +42,10 @@ class EpochStats:
         self.losses.append(float(loss))
         self.grad_norms.append(float(grad_norm))
         self.clip_count += int(bool(clipped))
+
+    def add_seconds(self, seconds: float) -> None:
+        """Training time of steps counted in bulk (the loop adds the time between two reads)."""
+        self.seconds += float(seconds)
 
     def summary(self) -> dict[str, Any]:
         norms = np.asarray(self.grad_norms, dtype=np.float64)

@@ -20,7 +20,7 @@ from edgeflow import jobenv, progress, rundir
 from edgeflow.config import dump as config_dump
 from edgeflow.data.pipeline import data_error_message, is_data_error, steps_per_epoch, train_dataset
 from edgeflow.space.sampler import FairSampler
-from edgeflow.train import distribute, early_stop, epoch_stats, flow_pictures, workers
+from edgeflow.train import devices, distribute, early_stop, epoch_stats, flow_pictures, steplog, workers
 from edgeflow.train.epoch_clock import EpochClock, evaluates
 from edgeflow.train.evaluate import Evaluator, datasets, split_dataset, zero_flow_epe
 from edgeflow.train.feed import EpochFeed
@@ -30,7 +30,7 @@ from edgeflow.train.schedule import learning_rate, total_steps
 from edgeflow.train.signals import StopFlag
 from edgeflow.train.start import Plan
 from edgeflow.train.state import TrainState
-from edgeflow.train.step import StepResult, TrainStep
+from edgeflow.train.step import TrainStep
 
 
 class _Diverged(Exception):
@@ -45,14 +45,16 @@ class Trainer:
         self.tty = sys.stdout.isatty()
         # First: a multi-worker strategy must start before anything else starts TensorFlow's runtime.
         self.strategy, self.task = distribute.make_strategy(self.cfg)
+        devices.check_gpus()  # GPUs given but not usable: exit 2 before anything is written
         self.replicas = 1 if self.strategy is None else int(self.strategy.num_replicas_in_sync)
         cfg = self.cfg
+        self.spe = steps_per_epoch(len(plan.splits.train), cfg.train.batch_size)
         if self.strategy is None:
             self.model = build_supernet(cfg)
-            self.step_fn: TrainStep = TrainStep(self.model, cfg)
+            self.step_fn: TrainStep = TrainStep(self.model, cfg, log_steps=self.spe)
         else:
             self.model = distribute.build_model(cfg, self.strategy)
-            self.step_fn = distribute.DistributedTrainStep(self.model, cfg, self.strategy)
+            self.step_fn = distribute.DistributedTrainStep(self.model, cfg, self.strategy, log_steps=self.spe)
             distribute.check_last_batch(self.step_fn.layout, len(plan.splits.train), cfg.train.batch_size,
                                         cfg.train.sync_batch_norm)
         self.evaluator = Evaluator(self.model, cfg)
@@ -62,7 +64,6 @@ class Trainer:
             objects["loss_scale"] = self.step_fn.loss_scale
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.sampler = FairSampler(cfg.runtime.seed)
-        self.spe = steps_per_epoch(len(plan.splits.train), cfg.train.batch_size)
         self.horizon = total_steps(cfg.train.num_epochs, self.spe)
         if self.task.count > 1:
             # Every task must start the same run before any of them writes: raises ClusterError (exit 2).
@@ -77,13 +78,17 @@ class Trainer:
         self.clock = EpochClock(cfg.eval.every_epochs, cfg.train.num_epochs)
         self._epoch_wall = 0.0
         self.zero_flow_epe: float | None = None
+        # Steps queued on the device but not yet read back: (archs, data probe, samples) each.
+        self._pending: list[tuple[np.ndarray, np.ndarray, int]] = []
+        self._mark = time.perf_counter()  # training time is added to the epoch's statistics at each read
 
     def run(self) -> int:
         """Train to the end, an early stop, a divergence or a preemption; returns the exit code."""
         cfg = self.cfg
         try:
             # 1. the run directory: held by this trainer alone, its start files written
-            self.rec.start(**({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}))
+            self.rec.start(device=devices.describe(),
+                           **({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}))
         except (rundir.RunLocked, RunDirWriteError) as exc:  # nothing of this start was written
             self.rec.close()
             print(f"edgeflow train: {exc}", file=sys.stderr, flush=True)
@@ -92,11 +97,14 @@ class Trainer:
         try:
             # 2. the weights and state to continue from, the first epoch's input
             start_fields = self._restore()
+            self.step_fn.log.start(consecutive_nonfinite=self.state.consecutive_nonfinite,
+                                   limit=cfg.train.max_nonfinite_steps)
             self._prepare_feed(self.state.epoch + 1, self._skip(self.state.batch_in_epoch))
-            # 3. the fixed evaluation batches, and the bar any learning must clear on them
+            # 3. the fixed evaluation batches (decoded once, kept on the device when they fit), and the
+            # bar any learning must clear on them
             splits = self.plan.splits
             selected = splits.eval_split()
-            recal, evals = datasets(cfg, splits.train, selected.samples, size=selected.size,
+            recal, evals = datasets(cfg, splits.train, selected.samples, cache=True, size=selected.size,
                                     batches=selected.num_batches(cfg.eval.batch_size))
             # The other evaluation splits (eval.splits), reported beside the one selected on.
             self.other_evals = {name: split_dataset(cfg, split) for name, split in splits.evals.items()
@@ -151,7 +159,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- an epoch
     def _train_epoch(self, epoch: int) -> bool:
-        """Train the (rest of the) epoch; False when a preemption signal stopped it."""
+        """Train the (rest of the) epoch; False when a preemption signal stopped it.
+
+        Steps are queued without reading anything back; the step log is read (which waits for the
+        device) only for a heartbeat, a progress line, a stop and the epoch's end (design: docs/training.md)."""
         cfg, state = self.cfg, self.state
         skip = self._skip(state.batch_in_epoch)
         feed = self._take_feed(epoch, skip)
@@ -160,65 +171,119 @@ class Trainer:
         bar = progress.Reporter(f"epoch {epoch}/{cfg.train.num_epochs}", self.spe, done=skip, tty=self.tty,
                                 later_units=(cfg.train.num_epochs - epoch) * self.spe, later_seconds=later_seconds,
                                 later_measured=measured, every_seconds=cfg.runtime.progress_seconds)
-        last_beat, beat_samples = time.time(), 0
-        # Step time runs from one step's end to the next, so waiting for input counts against throughput.
-        mark = time.perf_counter()
-        for x, flow in feed:
+        collective = self.step_fn.collective_stop
+        last_beat, beat_samples, last_read = time.time(), 0, time.monotonic()
+        # Training time runs from here to each read, so waiting for input counts against throughput.
+        self._mark = time.perf_counter()
+        for i, batch in enumerate(feed):
             archs = self.sampler.next_archs()
-            lr = learning_rate(state.step, cfg.train.lr, self.horizon, cfg.train.lr_schedule)
-            result = self.step_fn(x, flow, archs, lr, stop=self.stop.requested)
-            seconds, mark = time.perf_counter() - mark, time.perf_counter()
-            batch = int(x.shape[0])
-            self._count_step(epoch, result, archs, x, flow, batch, seconds)
-            beat_samples += batch
-            bar.update(samples=batch, loss=result.loss)
-            if time.time() - last_beat >= cfg.runtime.heartbeat_seconds:
+            lr = learning_rate(state.step + len(self._pending), cfg.train.lr, self.horizon, cfg.train.lr_schedule,
+                               cfg.train.lr_min)
+            stop = self.stop.requested
+            self.step_fn.launch(batch.inputs, archs, lr, stop=stop)
+            self._pending.append((archs, batch.probe, batch.size))
+            beat_samples += batch.size
+            beat = time.time() - last_beat >= cfg.runtime.heartbeat_seconds
+            line = (time.monotonic() - last_read >= cfg.runtime.progress_seconds if self.tty
+                    else bar.clock() - bar.last_line >= bar.every_seconds)
+            # Multi-worker: every task must stop at the same step, so the shared stop flag is looked
+            # at after a fixed number of steps, the same on every task.
+            poll = collective and (i + 1) % distribute.STOP_POLL_STEPS == 0
+            halt, loss = steplog.RUNNING, None
+            if beat or line or poll or (stop and not collective):
+                decide = poll or not collective
+                read_halt, loss = self._read_steps(epoch, decide=decide)
+                halt = read_halt if decide else halt
+                last_read = time.monotonic()
+            if loss is None:
+                bar.update(samples=batch.size)
+            else:
+                bar.update(samples=batch.size, loss=loss)
+            if beat:
                 elapsed = time.time() - last_beat
                 self.rec.record("heartbeat", epoch=epoch, step=state.step, replicas=self.replicas,
                                 samples_per_second=beat_samples / elapsed if elapsed > 0 else 0.0)
                 last_beat, beat_samples = time.time(), 0
-            # result.stop: a signal seen before this step, on any task (all tasks stop at the same step).
-            if result.stop and state.batch_in_epoch < self.spe:
+            # A signal seen before this step (on any task): stop after it, unless it ended the epoch.
+            if (halt == steplog.STOPPED or (stop and not collective)) and state.batch_in_epoch < self.spe:
                 bar.close()
                 return False
-        self._epoch_wall = self.clock.steps_end(epoch)
+        halt, _ = self._read_steps(epoch, decide=True)
+        if halt == steplog.STOPPED and state.batch_in_epoch < self.spe:
+            bar.close()
+            return False
+        self._epoch_wall = self.clock.steps_end(epoch)  # after the read: it waits for the queued steps
         # The next epoch's input starts now, while this one is evaluated and checkpointed.
         self._prepare_feed(epoch + 1, 0)
         bar.close()
         return True
 
-    def _count_step(self, epoch: int, result: StepResult, archs: np.ndarray, x: Any, flow: Any, batch: int,
-                    seconds: float) -> None:
+    def _read_steps(self, epoch: int, *, decide: bool) -> tuple[int, float | None]:
+        """Read the steps queued since the last read and count them; returns the log's halt reason
+        and the last loss read. `decide`: act on a halt (a divergence raises); a multi-worker task
+        acts only where every task does."""
+        readout = self.step_fn.log.read()
+        state, records = self.state, readout.records
+        if len(records) != len(self._pending):
+            raise AssertionError(f"step log has {len(records)} new steps, the loop queued {len(self._pending)}")
+        pending, self._pending = self._pending, []
+        now = time.perf_counter()
+        state.epoch_stats.add_seconds(now - self._mark)
+        self._mark = now
+        counted, loss = 0, None
+        for record, (archs, data_probe, samples) in zip(records, pending, strict=True):
+            if record.outcome == steplog.HALTED:
+                continue  # queued after the step that halted the log: changed nothing
+            counted += 1
+            loss = record.loss
+            self._count_step(epoch, record, archs, data_probe, samples)
+        if readout.halt == steplog.RUNNING:
+            state.sampler = self.sampler.state_dict()
+        elif counted:
+            # The log halted: the sampler's state is that after the last counted step, not the live one
+            # (the loop may have drawn archs for steps queued after it).
+            replay = FairSampler(self.cfg.runtime.seed)
+            replay.load_state_dict(state.sampler)
+            for _ in range(counted):
+                replay.next_archs()
+            state.sampler = replay.state_dict()
+        if decide and readout.halt != steplog.RUNNING:
+            self.sampler.load_state_dict(state.sampler)
+            if readout.halt == steplog.DIVERGED:
+                limit = self.cfg.train.max_nonfinite_steps
+                raise _Diverged(f"{state.consecutive_nonfinite} consecutive non-finite steps "
+                                f"(train.max_nonfinite_steps={limit}), last at epoch {epoch} step {state.step}")
+        return readout.halt, loss
+
+    def _count_step(self, epoch: int, record: steplog.StepRecord, archs: np.ndarray, data_probe: np.ndarray,
+                    batch: int) -> None:
         state = self.state
-        state.epoch_stats.add_step(loss=result.loss, grad_norm=result.grad_norm, clipped=result.clipped,
-                                   finite=result.finite, samples=batch, seconds=seconds, overflow=result.overflow)
-        state.record_step(archs, np.concatenate([x[:, 0, 0, :].numpy(), flow[:, 0, 0, :].numpy()], axis=1))
+        state.epoch_stats.add_step(loss=record.loss, grad_norm=record.grad_norm, clipped=record.clipped,
+                                   finite=record.applied or record.overflow, samples=batch, seconds=0.0,
+                                   overflow=record.overflow)
+        state.record_step(archs, data_probe)
         state.step += 1
         state.batch_in_epoch += 1
-        state.sampler = self.sampler.state_dict()
-        if result.overflow:
+        if record.overflow:
             # A float16 loss-scale overflow: skipped and the scale halved, but not a divergence sign,
             # so it neither counts towards nor resets the run of non-finite steps.
             print(f"step {state.step}: float16 gradient overflow, update skipped; loss scale now "
-                  f"{result.loss_scale:g}", flush=True)
-        elif result.finite:
+                  f"{record.loss_scale:g}", flush=True)
+        elif record.applied:
             state.consecutive_nonfinite = 0
         else:
             state.consecutive_nonfinite += 1
             state.nonfinite_total += 1
-            print(f"step {state.step}: non-finite loss or gradient (loss {result.loss}, grad norm "
-                  f"{result.grad_norm}); update skipped ({state.consecutive_nonfinite} in a row)", flush=True)
-            limit = self.cfg.train.max_nonfinite_steps
-            if state.consecutive_nonfinite >= limit:
-                raise _Diverged(f"{state.consecutive_nonfinite} consecutive non-finite steps "
-                                f"(train.max_nonfinite_steps={limit}), last at epoch {epoch} step {state.step}")
+            print(f"step {state.step}: non-finite loss or gradient (loss {record.loss}, grad norm "
+                  f"{record.grad_norm}); update skipped ({state.consecutive_nonfinite} in a row)", flush=True)
 
     def _finish_epoch(self, epoch: int, recal: Any, evals: Any) -> int | None:
         """Epoch event, evaluation, early stopping, checkpoints; an exit code when the run ends."""
         cfg, state = self.cfg, self.state
         epoch_fields = dict(state.epoch_stats.summary(), epoch=epoch, step=state.step,
                             fairness_gap=self.sampler.fairness_gap(), epoch_wall_seconds=self._epoch_wall,
-                            lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon, cfg.train.lr_schedule))
+                            lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon, cfg.train.lr_schedule,
+                                          cfg.train.lr_min))
         if self.step_fn.loss_scale is not None:
             epoch_fields["loss_scale"] = float(self.step_fn.loss_scale.scale.numpy())
         self.rec.record("epoch", **epoch_fields)
@@ -329,9 +394,12 @@ class Trainer:
     def _prepare_feed(self, epoch: int, skip: int) -> None:
         self._feed = None
         if epoch <= self.cfg.train.num_epochs:
-            def make() -> tf.data.Dataset:
-                return train_dataset(self.plan.splits.train, self.cfg, epoch, skip_batches=skip)
-            self._feed = ((epoch, skip), EpochFeed(make, self.spe - skip))
+            self._feed = ((epoch, skip), self._new_feed(epoch, skip))
+
+    def _new_feed(self, epoch: int, skip: int) -> EpochFeed:
+        def make() -> tf.data.Dataset:
+            return train_dataset(self.plan.splits.train, self.cfg, epoch, skip_batches=skip, normalise=False)
+        return EpochFeed(make, self.spe - skip, place=self.step_fn.place)
 
     def _skip(self, batch_in_epoch: int) -> int:
         if batch_in_epoch and self.plan.data_change is not None:
@@ -345,8 +413,7 @@ class Trainer:
             return prepared[1]
         if prepared is not None:
             prepared[1].close()
-        return EpochFeed(lambda: train_dataset(self.plan.splits.train, self.cfg, epoch, skip_batches=skip),
-                         self.spe - skip)
+        return self._new_feed(epoch, skip)
 
     # ---------------------------------------------------------------- files
     def _checkpoint(self, kind: str, epoch: int, **extra: Any) -> None:
@@ -369,6 +436,11 @@ class Trainer:
         return self.stop.name or "a stop signal on another task"
 
     def _end(self, status: str, reason: str, code: int) -> int:
+        if status in ("failed", "data_error") and self._pending:
+            try:  # the steps that ran before the failure belong in the state written below
+                self._read_steps(self.state.epoch + 1, decide=False)
+            except Exception:  # noqa: BLE001 -- the device may be what failed
+                self._pending = []
         if status in ("diverged", "failed", "data_error"):
             self.state.status = status
             try:

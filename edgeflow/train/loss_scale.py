@@ -7,7 +7,8 @@ the float16 backward pass overflow to Inf/NaN; such a step is skipped and the sc
 
 The state (scale and the count of good steps) is two plain variables, saved in every checkpoint with
 the model and the optimizer, so a resumed run continues with exactly the scale it had. Powers of two
-keep scaling and unscaling exact in binary floating point.
+keep scaling and unscaling exact in binary floating point. The update is a select on the device, not
+a branch: the host never waits for the step's gradients to decide it.
 """
 
 from __future__ import annotations
@@ -36,20 +37,16 @@ class DynamicLossScale(tf.Module):
         """True while halving can still help, i.e. a non-finite gradient may be a scaling overflow."""
         return self.scale > MIN_SCALE
 
-    def update(self, grads_finite: tf.Tensor) -> tf.Tensor:
+    def update(self, grads_finite: tf.Tensor, active: tf.Tensor | bool = True) -> None:
         """After a step: grow after `growth_interval` good steps in a row, halve on an overflow.
 
-        Returns `grads_finite` as a tensor (tf.cond branches must return something)."""
-        def good() -> tf.Tensor:
-            count = self.good_steps + 1
-            grow = count >= self.growth_interval
-            self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
-            self.good_steps.assign(tf.where(grow, tf.zeros_like(count), count))
-            return tf.constant(True)
-
-        def overflow() -> tf.Tensor:
-            self.scale.assign(tf.maximum(self.scale * 0.5, MIN_SCALE))
-            self.good_steps.assign(tf.zeros_like(self.good_steps))
-            return tf.constant(False)
-
-        return tf.cond(grads_finite, good, overflow)
+        Nothing changes where `active` is false (a step that neither trained nor overflowed)."""
+        grads_finite = tf.convert_to_tensor(grads_finite, tf.bool)
+        active = tf.convert_to_tensor(active, tf.bool)
+        count = self.good_steps + 1
+        grow = tf.logical_and(grads_finite, count >= self.growth_interval)
+        scale = tf.where(grads_finite, tf.where(grow, self.scale * 2.0, self.scale),
+                         tf.maximum(self.scale * 0.5, MIN_SCALE))
+        good = tf.where(tf.logical_and(grads_finite, tf.logical_not(grow)), count, tf.zeros_like(count))
+        self.scale.assign(tf.where(active, scale, self.scale))
+        self.good_steps.assign(tf.where(active, good, self.good_steps))

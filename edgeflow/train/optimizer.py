@@ -1,13 +1,23 @@
-"""Adam with plain tf.Variable slots (TF1 AdamOptimizer arithmetic), checkpointed with the model.
+"""Adam as TF1's AdamOptimizer computes it: one fused `ApplyAdam` kernel per variable.
 
-A hand-rolled optimizer keeps the slots explicit: they are created eagerly for every trainable
-variable (so a checkpoint always holds them, even before the first update) and the update can sit
-inside a tf.cond that skips non-finite steps without touching them.
+`tf.raw_ops.ResourceApplyAdam` is the kernel TF1's `AdamOptimizer` ran, epsilon outside the square
+root: with `alpha = lr * sqrt(1 - beta2^t) / (1 - beta1^t)`,
+`m += (g - m) * (1 - beta1)`, `v += (g^2 - v) * (1 - beta2)`, `var -= m * alpha / (sqrt(v) + epsilon)`
+(tests/test_train_step.py checks it bit for bit against a NumPy transcription of these lines).
+
+The slots are plain variables created eagerly for every trainable variable, so a checkpoint always
+holds them (even before the first update) under the names it always had.
+
+A skipped step (non-finite, float16 overflow, or a halted run) is a zero effective step, not a
+branch: the same kernels run with beta1 = beta2 = 1, lr = 0 and a zero gradient, which leaves m, v
+and the variable exactly as they were, and `iterations` does not advance. The host never waits for
+the decision (docs/training.md, "The step").
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import tensorflow as tf
 
@@ -24,12 +34,33 @@ class Adam(tf.Module):
     def slot_variables(self) -> list[tf.Variable]:
         return [self.iterations, *self.m, *self.v]
 
-    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable], lr: tf.Tensor) -> None:
-        t = tf.cast(self.iterations.assign_add(1), tf.float32)
-        b1, b2 = self.beta1, self.beta2
-        lr_t = lr * tf.sqrt(1.0 - tf.pow(b2, t)) / (1.0 - tf.pow(b1, t))
+    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable], lr: tf.Tensor,
+              applied: tf.Tensor | bool = True, strategy: tf.distribute.Strategy | None = None) -> None:
+        """One update where `applied` is true, an exact no-op where it is false.
+
+        `grads` must be finite; on a skipped step pass zeros (the step selects them). With a
+        `strategy` (cross-replica context), each variable's copies are updated on their devices.
+        """
+        applied = tf.convert_to_tensor(applied, tf.bool)
+        t = tf.cast(self.iterations.assign_add(tf.cast(applied, tf.int64)), tf.float32)
+        # A skip before any update leaves t at 0, where 1 - beta^t is 0: keep the bias terms finite
+        # (lr is 0 then, so alpha is 0 either way).
+        t = tf.maximum(t, 1.0)
+        scalars = {
+            "beta1_power": tf.pow(tf.constant(self.beta1), t),
+            "beta2_power": tf.pow(tf.constant(self.beta2), t),
+            "lr": tf.where(applied, tf.cast(lr, tf.float32), 0.0),
+            "beta1": tf.where(applied, self.beta1, 1.0),
+            "beta2": tf.where(applied, self.beta2, 1.0),
+            "epsilon": tf.constant(self.epsilon),
+        }
         for var, g, m, v in zip(variables, grads, self.m, self.v, strict=True):
-            g = tf.cast(g, var.dtype)
-            m_t = m.assign(b1 * m + (1.0 - b1) * g)
-            v_t = v.assign(b2 * v + (1.0 - b2) * tf.square(g))
-            var.assign_sub(lr_t * m_t / (tf.sqrt(v_t) + self.epsilon))
+            if strategy is None:
+                _apply_adam(var, m, v, g, scalars)
+            else:
+                strategy.extended.update(var, _apply_adam, args=(m, v, g, scalars), group=False)
+
+
+def _apply_adam(var: Any, m: Any, v: Any, g: tf.Tensor, scalars: dict[str, tf.Tensor]) -> None:
+    tf.raw_ops.ResourceApplyAdam(var=var.handle, m=m.handle, v=v.handle, grad=tf.cast(g, var.dtype),
+                                 use_locking=False, use_nesterov=False, **scalars)

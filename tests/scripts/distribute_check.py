@@ -55,8 +55,18 @@ def main() -> None:
     strategy, _ = distribute.make_strategy(cfg)
     model = distribute.build_model(cfg, strategy)
     step = distribute.DistributedTrainStep(model, cfg, strategy)
-    results, bn_after_first = [], []
+    results, bn_after_first, ref_out = [], [], []
+    # arch_parallel: the single-device step from the same state before every step (weights, slots, BN
+    # statistics), so each step is compared on its own; the network at init amplifies rounding-level
+    # differences of earlier steps far beyond rounding (a 1e-7 change of a first-layer weight moves
+    # half of the next gradient's entries by more than 1e-3), which says nothing about the step.
+    ref = TrainStep(build_supernet(cfg), make_cfg(mode)) if mode == "arch_parallel" else None
     for (x, y), a in zip(data, archs, strict=True):
+        if ref is not None:
+            for mine, theirs in zip(ref.variables + ref.bn_variables + ref.optimizer.slot_variables(),
+                                    step.variables + step.bn_variables + step.optimizer.slot_variables(), strict=True):
+                mine.assign(theirs.values[0])
+            ref_out.append(ref._step(tf.constant(x), tf.constant(y), tf.constant(a), tf.constant(1e-3)))
         results.append(step(x, y, a, 1e-3))
         if not bn_after_first:
             bn_after_first = [v.values[0].numpy() for v in step.bn_variables]
@@ -67,15 +77,13 @@ def main() -> None:
     out["bn_copies_equal"] = all(
         all(np.array_equal(c.numpy(), v.values[0].numpy()) for c in v.values) for v in step.bn_variables)
     if mode == "arch_parallel":
-        # The single-device reference, run eagerly (no second graph to compile).
-        ref = TrainStep(build_supernet(cfg), make_cfg(mode))  # same seed: the same initial weights
-        ref_out = [ref._step(tf.constant(x), tf.constant(y), tf.constant(a), tf.constant(1e-3))
-                   for (x, y), a in zip(data, archs, strict=True)]
+        # The single-device reference (run eagerly: no second graph to compile), state synced above.
+        assert ref is not None
         out["ref_loss"] = [float(r["loss"]) for r in ref_out]
         out["ref_grad_norm"] = [float(r["grad_norm"]) for r in ref_out]
         out["weight_max_diff"] = max(float(np.max(np.abs(a.numpy() - b.numpy())))
                                      for a, b in zip(step.variables, ref.variables, strict=True))
-        fresh = build_supernet(cfg)
+        fresh = build_supernet(cfg)  # same seed: the same initial weights
         diffs = np.concatenate([np.abs(a.numpy() - b.numpy()).ravel()
                                 for a, b in zip(step.variables, ref.variables, strict=True)])
         # Adam moves a weight by about lr whatever its gradient's size, so a gradient entry at rounding
@@ -92,12 +100,13 @@ def main() -> None:
         # third's own BN batch statistics, weighted by its share (computed eagerly on one device).
         ref = TrainStep(build_supernet(cfg), make_cfg(mode))
         (x, y), a = data[0], archs[0]
-        total, grads = tf.constant(0.0), [tf.zeros_like(v) for v in ref.variables]
+        total, grads = tf.constant(0.0), ref.flat.zeros()
         for shard in range(3):
             lo, hi = shard * B // 3, (shard + 1) * B // 3
             for k in range(3):
                 total, grads = ref._accumulate(tf.constant(x[lo:hi]), tf.constant(y[lo:hi]), tf.constant(a[k]),
                                                (hi - lo) / B / 3, total, grads)
+        total, grads = ref._weight_decay(total, grads)  # once per step, as the step adds it
         out["ref_loss0"], out["ref_grad_norm0"] = float(total), float(tf.linalg.global_norm(grads))
         whole = TrainStep(build_supernet(cfg), make_cfg(mode))
         out["whole_batch_loss0"] = float(whole._step(tf.constant(x), tf.constant(y), tf.constant(a),
