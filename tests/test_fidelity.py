@@ -135,7 +135,7 @@ def test_a_stand_alone_config_on_another_eval_set_is_refused(supernet: Path, tmp
     assert code == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "data.val_dir" in err and "same eval set" in err, err
-    assert not (supernet / "fidelity").exists()
+    assert not (supernet / "fidelity" / "best-000001").exists() and not (supernet / "rank").exists()
 
 
 # -- end to end ------------------------------------------------------------------------------------
