@@ -438,7 +438,8 @@ def report(plan: Plan, supernet_rows: dict[str, dict[str, Any]], *, resamples: i
         "settings": plan.settings.record(), "k": len(rows), "seeds": plan.settings.seeds,
         "standalone": {"config": plan.source, "overrides": list(plan.base_overrides),
                        "epochs": sa.train.num_epochs, "batch_size": sa.train.batch_size, "lr": sa.train.lr,
-                       "bn_mode": sa.eval.bn_mode, "selected_on": sa.eval.select_on},
+                       "bn": f"{efconfig.STANDALONE_BN_MODE} (the stand-alone net's own BN statistics)",
+                       "selected_on": sa.eval.select_on},
         "predictors": {"supernet": "the supernet's mean EPE of the arch (rank protocol, this checkpoint)",
                        "flops": "more FLOPs predicted better", "params": "more parameters predicted better",
                        "latency": "a longer cost-model latency predicted better"},
@@ -466,23 +467,30 @@ def plot(path: Path, data: dict[str, Any]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = data["subnets"]
     sup = np.array([r["supernet_epe"] for r in rows])
     alone = np.array([r["standalone_epe"] for r in rows])
     tau = data["figures"]["predictors"]["supernet"]["kendall_tau"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
-    left.scatter(sup, alone, color="tab:blue")
+    # the spread over seeds (--seeds): the label noise
+    spread = np.array([[r["standalone_epe"] - min(r["standalone_epes"]),
+                        max(r["standalone_epes"]) - r["standalone_epe"]] for r in rows]).T
+    left.errorbar(sup, alone, yerr=spread, fmt="o", color="tab:blue", ecolor="lightsteelblue", capsize=3)
     for r in rows:
         left.annotate(r["code"], (r["supernet_epe"], r["standalone_epe"]), fontsize=7, xytext=(3, 3),
                       textcoords="offset points")
     left.set_xlabel("supernet EPE (shared weights)")
     left.set_ylabel("stand-alone EPE (best checkpoint)")
-    left.set_title(f"{len(rows)} subnets, {data['standalone']['epochs']} epochs each")
+    epochs = data["standalone"]["epochs"]
+    left.set_title(f"{len(rows)} subnets, {epochs} epoch{'s' if epochs != 1 else ''} each")
     rank_sup = np.argsort(np.argsort(sup, kind="stable"), kind="stable") + 1
     rank_alone = np.argsort(np.argsort(alone, kind="stable"), kind="stable") + 1
     right.scatter(rank_sup, rank_alone, color="tab:orange")
     right.plot([1, len(rows)], [1, len(rows)], color="grey", linewidth=0.8, linestyle="--")
+    for axis in (right.xaxis, right.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
     right.set_xlabel("rank by the supernet")
     right.set_ylabel("rank stand-alone")
     right.set_title(f"Kendall tau {tau['value']:+.2f} [{tau['low']:+.2f}, {tau['high']:+.2f}]")
