@@ -78,8 +78,10 @@ def test_fidelity_array_on_slurm_then_the_report_and_a_rerun_queues_no_training(
     env["PATH"] = os.pathsep.join([str(REPO / "tests" / "bin"), str(Path(sys.executable).parent), env["PATH"]])
     out = jobs(*fidelity_args(supernet, image), "--array-parallelism", "2", "--wait", env=env, timeout=1500)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
-    assert "job array of 4 elements" in out.stdout
-    ids = re.findall(r"^submitted jobs? (\S+)", out.stdout, flags=re.M)
+    assert "submitted 5 jobs" in out.stdout  # an array of 4, then the report job
+    ids = re.findall(r"^submitted job (\S+): experiment (\S+)", out.stdout, flags=re.M)
+    array = {job_id.split("_")[0] for job_id, name in ids if name.startswith("sa-")}
+    assert len(ids) == 5 and len(array) == 1, out.stdout
     folder = supernet / "fidelity" / "best-000001"
     report = json.loads((folder / "report.json").read_text())
     assert report["k"] == 4 and report["line"] in out.stdout and (folder / "report.png").is_file()
@@ -92,7 +94,7 @@ def test_fidelity_array_on_slurm_then_the_report_and_a_rerun_queues_no_training(
     sub = json.loads((folder / "jobs" / "submissions.json").read_text())
     record = sub["submissions"][-1]
     assert record["kind"] == "fidelity" and len(record["after"]) == 4
-    assert ids and len((tmp_path / "apptainer.log").read_text().splitlines()) == 5
+    assert len((tmp_path / "apptainer.log").read_text().splitlines()) == 5
     assert "--no-train" in (tmp_path / "apptainer.log").read_text().splitlines()[-1]
     events = list(read_events(folder / "events.jsonl"))
     assert events[-1]["event"] == "run_end" and events[-1]["status"] == "completed"

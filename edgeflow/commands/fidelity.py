@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from edgeflow.data.samples import DataError
 from edgeflow.nas import fidelity, rank
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_FAILED, EXIT_OK, EXIT_PREEMPTED
 from edgeflow.train.checkpoint import CheckpointError
+from edgeflow.train.signals import StopFlag
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,12 +72,20 @@ def train(t: fidelity.Training, source: str) -> int:
     for item in t.overrides:
         cmd += ["--set", item]
     print(f"stand-alone {t.experiment}: training ({t.status()})", flush=True)
-    proc = subprocess.Popen(cmd, env=dict(os.environ))
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:  # the child got the same Ctrl-C: it checkpoints and stops
-        proc.wait()
-        raise
+    with StopFlag() as stop:
+        proc = subprocess.Popen(cmd, env=dict(os.environ))
+        forwarded = False
+        while True:
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt:  # the child got the same Ctrl-C: it checkpoints and stops
+                proc.wait()
+                raise
+            if stop.requested and not forwarded:  # SIGTERM/SIGUSR2 to this command: the trainer checkpoints
+                proc.send_signal(stop.signum or signal.SIGTERM)
+                forwarded = True
 
 
 def main(argv: list[str] | None = None) -> int:
