@@ -28,7 +28,7 @@ from edgeflow.train.evaluate import Evaluator, datasets, split_dataset, zero_flo
 from edgeflow.train.feed import EpochFeed
 from edgeflow.train.rank_tau import stability_fields
 from edgeflow.train.recorder import NullRecorder, Recorder, RunDirWriteError
-from edgeflow.train.restore import build_model
+from edgeflow.train.restore import build_model, warm_start
 from edgeflow.train.schedule import learning_rate, total_steps
 from edgeflow.train.signals import StopFlag
 from edgeflow.train.start import Plan
@@ -389,11 +389,7 @@ class Trainer:
         self.state = TrainState(num_epochs=cfg.train.num_epochs, sampler=self.sampler.state_dict())
         if plan.warm_start is not None and plan.init_from is not None:
             # Weights (and BN statistics) only: a new experiment gets a fresh optimizer and schedule.
-            status = tf.train.Checkpoint(model=self.model).read(str(plan.warm_start.prefix)).expect_partial()
-            if cfg.train.arch:
-                # A stand-alone net takes its arch's layers of a supernet (the checkpoint keys are the
-                # same), or a stand-alone run's whole net: every one of its variables must be there.
-                status.assert_existing_objects_matched()
+            warm_start(self.model, plan.warm_start.prefix, standalone=bool(cfg.train.arch))
             print(f"weights from {plan.warm_start.prefix} ({plan.init_from['run']}"
                   f"{', ' + plan.init_from['layers'] if cfg.train.arch else ''}); fresh optimizer", flush=True)
             fields.update(resumed_from=str(plan.warm_start.prefix), warm_start_from=plan.init_from["run"],

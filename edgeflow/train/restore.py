@@ -67,6 +67,18 @@ def restore_weights(model: Any, prefix: str | Path) -> None:
     tf.train.Checkpoint(model=model).read(str(prefix)).expect_partial()
 
 
+def warm_start(model: Any, prefix: str | Path, *, standalone: bool) -> None:
+    """A new experiment's weights (and BN statistics) from another run's checkpoint, optimizer left out.
+
+    A stand-alone net's checkpoint keys are the supernet's for its arch's layers, so from a supernet
+    (or an imported) checkpoint it reads exactly those; every one of its variables must be there."""
+    import tensorflow as tf
+
+    status = tf.train.Checkpoint(model=model).read(str(prefix)).expect_partial()
+    if standalone:
+        status.assert_existing_objects_matched()
+
+
 @dataclass
 class RunHandle:
     cfg: Config
