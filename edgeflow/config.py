@@ -554,6 +554,17 @@ def is_arch_code(code: str) -> bool:
 SUPERNET_ONLY = ("eval.pool", "eval.bn_mode", "train.distribute")
 
 
+def eval_archs(cfg: Config) -> list[str]:
+    """The archs an evaluation of the run measures: the pool of a supernet, the one arch of a stand-alone net."""
+    return [cfg.train.arch] if cfg.train.arch else list(cfg.eval.pool)
+
+
+def eval_bn_mode(cfg: Config) -> str:
+    """How the run's evaluation treats BN: eval.bn_mode for a supernet; a stand-alone net is evaluated on
+    its own moving statistics (STANDALONE_BN_MODE), as it is deployed."""
+    return STANDALONE_BN_MODE if cfg.train.arch else cfg.eval.bn_mode
+
+
 def standalone_problems(cfg: Config, require: Callable[[bool, str, str], None]) -> None:
     """train.arch: a canonical arch code, and none of the supernet-only options set."""
     t, e = cfg.train, cfg.eval
