@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -56,7 +57,7 @@ def _supernet(root: Path, data: Path) -> Path:
     atomic_write_json(paths.run, {"experiment": "supernet", "status": "completed", "signature": signature(cfg)})
     CheckpointStore(paths.checkpoints).save("best", tf.train.Checkpoint(model=build_supernet(cfg)).write,
                                             {"epoch": 1})
-    fields = {name: None for name in EVENT_FIELDS["eval"]}
+    fields: dict[str, Any] = {name: None for name in EVENT_FIELDS["eval"]}
     fields.update(epoch=1, mean_epe=3.0, arch_epe={"000000000": 3.0, "222222222": 3.0}, best_epe=3.0, best_epoch=1)
     EventLog(paths.events, "supernet").emit("eval", **fields)
     return paths.root
