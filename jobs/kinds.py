@@ -228,7 +228,8 @@ def fidelity(args: argparse.Namespace) -> tuple[Any, list[Batch]]:
             f"the supernet has not ranked {len(missing)} of the {len(plan.candidates)} candidates the pool is "
             f"chosen from (checkpoint {plan.key.checkpoint}); rank them first, then submit again: python -m jobs "
             f"rank --cluster {args.cluster} --run {run_dir} --sample {settings.candidate_count} --seed "
-            f"{settings.seed} --wait")
+            f"{settings.seed}" + (f" --checkpoint {settings.checkpoint}" if settings.checkpoint != "best" else "")
+            + " --wait")
     fid.choose(plan)
     trainings = plan.trainings()
     todo = [t for t in trainings if not t.finished]

@@ -1,7 +1,8 @@
 """`python -m edgeflow fidelity`: is a trained supernet's ranking true? Stand-alone trainings and a report.
 
     python -m edgeflow fidelity --run SUPERNET_RUN --k N [--config STANDALONE_CFG] [--set KEY=VALUE ...]
-                                [--seed S] [--seeds R] [--candidates C] [--name NAME] [--no-train]
+                                [--seed S] [--seeds R] [--candidates C] [--checkpoint best|latest|epoch-N]
+                                [--name NAME] [--no-train]
 
 The work is edgeflow/nas/fidelity.py (the plan, the pool, the report) and fidelity_stats.py (the
 figures); the supernet side is the rank machinery (edgeflow/nas/rank.py), the stand-alone side
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--candidates", type=int, metavar="C",
                         help="archs the supernet ranks to choose from, drawn as `rank --sample C --seed S` "
                              "(default max(8 k, 24))")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|epoch-N",
+                        help="the supernet's checkpoint (default best; epoch-N: one kept by checkpoint.keep_every, "
+                             "to measure the ranking earlier in training)")
     parser.add_argument("--name", help="report folder RUN/fidelity/NAME (default: the checkpoint's name)")
     parser.add_argument("--no-train", action="store_true",
                         help="only the report: refuse when a stand-alone training has not finished (the report "
@@ -63,7 +67,7 @@ def _err(message: str) -> None:
 
 def settings_of(args: argparse.Namespace) -> fidelity.Settings:
     return fidelity.Settings(k=args.k, seed=args.seed, seeds=args.seeds, candidates=args.candidates,
-                             config=args.config, overrides=tuple(args.overrides))
+                             config=args.config, overrides=tuple(args.overrides), checkpoint=args.checkpoint)
 
 
 def train(t: fidelity.Training, source: str) -> int:

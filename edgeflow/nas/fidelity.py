@@ -2,7 +2,9 @@
 
 `prepare` checks everything (the run, its best checkpoint and pool evaluation, k, the stand-alone
 config, the folder's key) and writes nothing; light at import (no TensorFlow, no SciPy), so the
-launcher runs it on a login node. The pool of k subnets is chosen from `candidates` archs the
+launcher runs it on a login node. The supernet's checkpoint is its best (or `latest`, or an `epoch-N` kept by
+checkpoint.keep_every, to measure fidelity earlier in training). The pool of k subnets is chosen from
+`candidates` archs the
 supernet has ranked (a seeded sample, exactly `rank --sample C --seed S`: the rank machinery's
 results, keyed by checkpoint digest and protocol), stratified over the supernet's EPE ranking and over
 FLOPs as a Latin hypercube, plus the cheapest and the most expensive arch of the space and the
@@ -71,6 +73,7 @@ class Settings:
     candidates: int | None = None      # None: default_candidates(k)
     config: str | None = None          # the stand-alone config; None: the supernet run's own config.yaml
     overrides: tuple[str, ...] = ()    # --set on the stand-alone config
+    checkpoint: str = "best"           # the supernet's checkpoint: best, latest or a kept epoch-N
 
     @property
     def candidate_count(self) -> int:
@@ -85,7 +88,7 @@ class Settings:
     def args(self) -> list[str]:
         """The same settings as command-line arguments (what the report job is given)."""
         out = ["--k", str(self.k), "--seed", str(self.seed), "--seeds", str(self.seeds),
-               "--candidates", str(self.candidate_count)]
+               "--candidates", str(self.candidate_count), "--checkpoint", self.checkpoint]
         if self.config:
             out += ["--config", str(Path(self.config).resolve())]
         for item in self.overrides:
@@ -235,7 +238,7 @@ def prepare(run_dir: str | Path, settings: Settings, *, name: str | None = None)
     if not has_pool_evaluation(root):
         raise FidelityError(f"--run {root}: no pool evaluation in its events.jsonl (no eval event with arch EPEs); "
                             f"a fidelity report needs a supernet that was trained and evaluated")
-    run = rank.open_checked(root, "best")
+    run = rank.open_checked(root, settings.checkpoint)
     cfg = run.cfg
     height, width = cfg.data.input_height, cfg.data.input_width
     candidates = rank.sample_codes(settings.candidate_count, settings.seed)
@@ -246,7 +249,7 @@ def prepare(run_dir: str | Path, settings: Settings, *, name: str | None = None)
                             f"{len(must)} forced archs, fewer than the {settings.k - len(must)} to choose; "
                             f"raise --candidates")
     selection = rank.Selection(archs=tuple(dict.fromkeys([*candidates, *dict(must)])))
-    rank_plan = rank.prepare(root, selection, checkpoint="best")
+    rank_plan = rank.prepare(root, selection, checkpoint=settings.checkpoint)
     name = name or rank_plan.key.checkpoint
     folder = root / FIDELITY_DIR / name
     foreign = rundir.foreign_folder(folder)
