@@ -242,7 +242,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
     if plan is not None and not args.dry_run and code in (rundir.EXIT_OK, rundir.EXIT_FAILED):
         from edgeflow.nas import fidelity
 
-        fidelity.write_start(plan)  # queued: the folder is edgeflow's (key.json, pool.json, progress)
+        fidelity.write_start(plan, with_progress=False)  # queued: key.json and pool.json
     return code
 
 

@@ -364,12 +364,14 @@ def pool_record(plan: Plan) -> dict[str, Any]:
                           for t in plan.trainings()]}
 
 
-def write_start(plan: Plan) -> None:
-    """key.json, pool.json and the first progress event: the folder is edgeflow's from now on."""
+def write_start(plan: Plan, *, with_progress: bool = True) -> None:
+    """key.json, pool.json and (`with_progress`) a progress event: the folder is edgeflow's from now on.
+    The launcher writes no event: its report job may already have ended, and a run_end stays last."""
     rank.write_key(plan.folder, plan.rank_plan.key_record)
     if read_pool(plan.folder) is None:
         atomic_write_json(plan.folder / POOL_FILE, pool_record(plan))
-    progress(plan)
+    if with_progress:
+        progress(plan)
 
 
 def events(plan: Plan) -> EventLog:
