@@ -1,6 +1,6 @@
 """`edgeflow fidelity`: choosing the pool, bad input before anything trains, the report end to end.
 
-The end-to-end tests train real stand-alone subnets (`train.arch`) at 32x48 for one epoch on the demo
+The end-to-end test trains real stand-alone subnets (`train.arch`) at 32x48 for three epochs on the demo
 data; the supernet is the rank tests' tiny run (a freshly initialised supernet checkpoint with one pool
 evaluation in its events), which is enough: the tests check the plumbing and the numbers' provenance,
 never a level of agreement.
@@ -9,6 +9,11 @@ never a level of agreement.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +24,7 @@ from edgeflow.nas import fidelity, rank, results
 from edgeflow.rundir import EXIT_BAD_INPUT, read_events
 from edgeflow.space.arch import BASELINE_ARCH
 from edgeflow.space.cost import arch_info
-from tests.helpers import SparseEventLog
+from tests.helpers import PYTHON, REPO, SparseEventLog
 from tests.nas_helpers import make_run
 
 FORCED = fidelity.forced(32, 48)
@@ -157,15 +162,51 @@ def test_seeds_train_the_forced_archs_again_with_the_next_seeds(supernet: Path) 
 
 # -- end to end ------------------------------------------------------------------------------------
 
-TINY = ["--set", "train.num_epochs=1", "--candidates", "6"]
+TINY = ["--set", "train.num_epochs=3", "--candidates", "6"]
+
+
+def wait_until(what: str, pred: Callable[[], bool], proc: subprocess.Popen, limit_s: float = 600) -> None:
+    end = time.time() + limit_s
+    while time.time() < end and proc.poll() is None:
+        if pred():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"gave up waiting for {what} (command exit {proc.poll()})")
 
 
 @pytest.mark.slow
-def test_fidelity_end_to_end_and_a_rerun_trains_nothing_new(supernet: Path, capsys) -> None:
+def test_fidelity_end_to_end_resumes_a_stopped_training_and_a_rerun_trains_nothing_new(supernet: Path, tmp_path: Path,
+                                                                                         capsys) -> None:
     argv = ["--run", str(supernet), "--k", "4", *TINY]
+    folder = supernet / "fidelity" / "best-000001"
+    runs = folder / "runs"
+    # SIGTERM while the second training runs: it is forwarded, the trainer checkpoints, exit 75
+    out_file = tmp_path / "fidelity.log"
+    with open(out_file, "w") as sink:  # a file, not a pipe nobody reads while the trainers write to it
+        proc = subprocess.Popen([PYTHON, "-m", "edgeflow", "fidelity", *argv], cwd=REPO, stdout=sink,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    second = runs / f"sa-{FORCED[1][0]}"
+    wait_until("the second training's start", lambda: any(
+        e["event"] == "run_start" for e in read_events(second / "events.jsonl")), proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=600)
+    log = out_file.read_text()
+    assert proc.returncode == 75, log[-3000:]
+    assert "stopped by SIGTERM" in log and "run the same command again" in log
+    first = runs / f"sa-{FORCED[0][0]}"
+    assert json.loads((first / "run.json").read_text())["status"] == "completed"
+    assert not (runs / f"sa-{FORCED[2][0]}").exists()
+    first_stamps = {p: p.stat().st_mtime_ns for p in (first / "checkpoints").iterdir()}
+    second_status = json.loads((second / "run.json").read_text())["status"]
+
+    # run again: the finished one is reused, the stopped one resumed, the others trained
     assert fidelity_cmd.main(argv) == 0
     out = capsys.readouterr().out
-    folder = supernet / "fidelity" / "best-000001"
+    assert f"{1 if second_status == 'preempted' else 2} finished, " in out
+    assert {p: p.stat().st_mtime_ns for p in (first / "checkpoints").iterdir()} == first_stamps
+    starts = [e for e in read_events(second / "events.jsonl") if e["event"] == "run_start"]
+    if second_status == "preempted":  # stopped mid-training (it had 3 epochs to go): continued, not restarted
+        assert len(starts) == 2 and starts[1]["resumed_from"]
     pool = json.loads((folder / "pool.json").read_text())
     codes = [m["code"] for m in pool["pool"]]
     assert codes[:3] == [c for c, _ in FORCED] and len(codes) == 4 and len(set(codes)) == 4
@@ -176,7 +217,7 @@ def test_fidelity_end_to_end_and_a_rerun_trains_nothing_new(supernet: Path, caps
     key = json.loads((supernet / "rank" / "best-000001" / "key.json").read_text())
     assert report["checkpoint"]["digest"] == key["checkpoint"]["digest"] == pool["checkpoint"]["digest"]
     assert report["protocol_id"] == key["protocol_id"] and report["k"] == 4 and report["seeds"] == 1
-    assert report["standalone"]["epochs"] == 1
+    assert report["standalone"]["epochs"] == 3
     # every figure with an interval, for the supernet and each cost baseline
     for name in fidelity.PREDICTORS:
         for fig in ("kendall_tau", "spearman", "top_overlap", "regret"):
@@ -185,13 +226,12 @@ def test_fidelity_end_to_end_and_a_rerun_trains_nothing_new(supernet: Path, caps
     assert report["verdict"] in ("better", "worse", "not distinguishable") and report["line"] in out
     # the supernet side is the rank machinery's numbers; the stand-alone side each run's best evaluation
     ranked = {r["code"]: r for r in results.read_rows(supernet / "rank" / "best-000001" / "results.csv")}
-    runs = folder / "runs"
     for row in report["subnets"]:
         assert row["supernet_epe"] == ranked[row["code"]]["epe_mean"]
         best = [e for e in read_events(runs / f"sa-{row['code']}" / "events.jsonl") if e["event"] == "eval"][-1]
         assert row["standalone_epes"][0] == best["best_epe"]
         cfg = efconfig.load(runs / f"sa-{row['code']}" / "config.yaml")
-        assert cfg.train.arch == row["code"] and cfg.train.num_epochs == 1
+        assert cfg.train.arch == row["code"] and cfg.train.num_epochs == 3
     events = list(read_events(folder / "events.jsonl"))
     assert events[-1]["event"] == "run_end" and events[-1]["status"] == "completed"
 

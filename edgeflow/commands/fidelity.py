@@ -70,8 +70,9 @@ def settings_of(args: argparse.Namespace) -> fidelity.Settings:
                              config=args.config, overrides=tuple(args.overrides), checkpoint=args.checkpoint)
 
 
-def train(t: fidelity.Training, source: str) -> int:
-    """One stand-alone training as `python -m edgeflow train` (it resumes a stopped run by itself)."""
+def train(t: fidelity.Training, source: str) -> tuple[int, str]:
+    """One stand-alone training as `python -m edgeflow train` (it resumes a stopped run by itself): its
+    exit code, and the signal that asked this command to stop meanwhile ("" for none)."""
     cmd = [sys.executable, "-m", "edgeflow", "train", "--config", source]
     for item in t.overrides:
         cmd += ["--set", item]
@@ -81,7 +82,7 @@ def train(t: fidelity.Training, source: str) -> int:
         forwarded = False
         while True:
             try:
-                return proc.wait(timeout=0.5)
+                return proc.wait(timeout=0.5), stop.name
             except subprocess.TimeoutExpired:
                 pass
             except KeyboardInterrupt:  # the child got the same Ctrl-C: it checkpoints and stops
@@ -132,8 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         log.emit("run_end", status="failed", reason=f"{len(todo)} stand-alone trainings not finished")
         return EXIT_FAILED
     for t in todo:
-        code = train(t, plan.source)
+        code, stopped = train(t, plan.source)
         fidelity.progress(plan)
+        if stopped:  # SIGTERM/SIGUSR2: the trainer checkpointed (or had just finished); stop here
+            reason = f"stopped by {stopped} at stand-alone {t.experiment} ({t.status()})"
+            log.emit("run_end", status="preempted", reason=reason)
+            print(f"{reason}; run the same command again to continue", flush=True)
+            return EXIT_PREEMPTED
         if code != EXIT_OK or not t.finished:
             status = "preempted" if code == EXIT_PREEMPTED else "failed"
             reason = f"stand-alone {t.experiment} ended with exit {code} ({t.status()})"

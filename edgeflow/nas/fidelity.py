@@ -36,6 +36,7 @@ from edgeflow.nas import results as results_mod
 from edgeflow.rundir import EventLog, RunPaths, atomic_write_json, read_events, read_json, read_run
 from edgeflow.space.arch import BASELINE_ARCH
 from edgeflow.space.cost import arch_info
+from edgeflow.train.checkpoint import CheckpointError, CheckpointStore
 
 FIDELITY_DIR = "fidelity"
 RUNS_DIR = "runs"
@@ -161,7 +162,16 @@ class Training:
 
     @property
     def finished(self) -> bool:
-        return self.status() in FINISHED
+        """run.json says it ended well, or its last checkpoint does (a trainer stopped between the two
+        writes; `train` itself would find nothing left to do)."""
+        if self.status() in FINISHED:
+            return True
+        checkpoints = RunPaths(self.run_dir).checkpoints
+        try:
+            latest = CheckpointStore(checkpoints).pointer("latest") if checkpoints.is_dir() else None
+        except (ValueError, CheckpointError):
+            return False
+        return latest is not None and latest.state.get("status") in FINISHED
 
 
 @dataclass
