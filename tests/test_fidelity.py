@@ -85,6 +85,21 @@ def test_settings_are_checked() -> None:
     assert fidelity.Settings(k=4).candidate_count == 32 and fidelity.Settings(k=20).candidate_count == 160
 
 
+def test_the_eval_set_check_compares_folders_not_spellings(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    a, b = efconfig.Config(), efconfig.Config()
+    a.data.val_dir, b.data.val_dir = "data/val", str(tmp_path / "data" / "val")
+    a.eval.splits = {"s": efconfig.SplitConfig(dataset="sintel", root="sintel")}
+    b.eval.splits = {"s": efconfig.SplitConfig(dataset="sintel", root=str(tmp_path / "sintel"))}
+    fidelity.check_eval_set(a, b, "x.yaml")  # the same folders
+    b.data.val_dir = str(tmp_path / "other")
+    with pytest.raises(fidelity.FidelityError, match="x.yaml: data.val_dir: .*same eval set"):
+        fidelity.check_eval_set(a, b, "x.yaml")
+    b.data.val_dir, b.eval.batch_size = a.data.val_dir, 8
+    with pytest.raises(fidelity.FidelityError, match="eval.batch_size"):
+        fidelity.check_eval_set(a, b, "x.yaml")
+
+
 # -- a supernet run --------------------------------------------------------------------------------------
 
 def add_pool_evaluation(run_dir: Path) -> None:

@@ -218,13 +218,27 @@ def standalone_config(source: str, overrides: Sequence[str], code: str) -> Confi
     return efconfig.load(source, [*overrides, f"train.arch={code}"])
 
 
+PATH_KEYS = ("data.root", "data.val_dir", "data.exclude_list")
+
+
+def _comparable(dotted: str, value: Any) -> Any:
+    """A folder as the folder it names (a relative path from here, as training reads it; the launcher
+    makes them absolute), so the same folder written two ways is the same."""
+    if dotted in PATH_KEYS and value:
+        return str(Path(value).resolve())
+    if dotted == "eval.splits":
+        return {name: {**vars(split), "root": str(Path(split.root).resolve()) if split.root else ""}
+                for name, split in value.items()}
+    return value
+
+
 def check_eval_set(supernet: Config, standalone: Config, source: str) -> None:
     """Refuse a stand-alone config that evaluates on another set (or at another size) than the supernet."""
     for dotted in EVAL_SET_KEYS:
         section, key = dotted.split(".", 1)
         a = getattr(getattr(supernet, section), key)
         b = getattr(getattr(standalone, section), key)
-        if a != b:
+        if _comparable(dotted, a) != _comparable(dotted, b):
             raise FidelityError(f"{source}: {dotted}: {efconfig.shown(b)}, but the supernet was evaluated with "
                                 f"{efconfig.shown(a)}; both sides must be measured on the same eval set (--set "
                                 f"{dotted}=...)")
