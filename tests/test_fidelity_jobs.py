@@ -98,6 +98,8 @@ def test_fidelity_array_on_slurm_then_the_report_and_a_rerun_queues_no_training(
     assert "--no-train" in (tmp_path / "apptainer.log").read_text().splitlines()[-1]
     events = list(read_events(folder / "events.jsonl"))
     assert events[-1]["event"] == "run_end" and events[-1]["status"] == "completed"
+    status = jobs("status", str(folder), "--json", env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["status"] == "completed", status.stdout
 
     again = jobs(*fidelity_args(supernet, image), "--dry-run", env=env)
     assert again.returncode == 0, again.stderr
