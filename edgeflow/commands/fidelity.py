@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         _err(str(exc))
         return EXIT_BAD_INPUT
     fidelity.write_start(plan)
-    log = fidelity.events(plan)
+    fidelity.mark_running(plan)
     trainings = plan.trainings()
     todo = [t for t in trainings if not t.finished]
     print(f"pool of {len(pool)}: {' '.join(m.code for m in pool)}; {len(trainings)} stand-alone trainings, "
@@ -130,30 +130,30 @@ def main(argv: list[str] | None = None) -> int:
     if todo and args.no_train:
         listing = ", ".join(f"{t.experiment}: {t.status()}" for t in todo)
         _err(f"{len(todo)} stand-alone training(s) not finished ({listing}); run without --no-train to train them")
-        log.emit("run_end", status="failed", reason=f"{len(todo)} stand-alone trainings not finished")
+        fidelity.end(plan, "failed", f"{len(todo)} stand-alone trainings not finished")
         return EXIT_FAILED
     for t in todo:
         code, stopped = train(t, plan.source)
         fidelity.progress(plan)
         if stopped:  # SIGTERM/SIGUSR2: the trainer checkpointed (or had just finished); stop here
             reason = f"stopped by {stopped} at stand-alone {t.experiment} ({t.status()})"
-            log.emit("run_end", status="preempted", reason=reason)
+            fidelity.end(plan, "preempted", reason)
             print(f"{reason}; run the same command again to continue", flush=True)
             return EXIT_PREEMPTED
         if code != EXIT_OK or not t.finished:
             status = "preempted" if code == EXIT_PREEMPTED else "failed"
             reason = f"stand-alone {t.experiment} ended with exit {code} ({t.status()})"
-            log.emit("run_end", status=status, reason=reason)
+            fidelity.end(plan, status, reason)
             _err(f"{reason}; run the same command again to resume it")
             return code if code != EXIT_OK else EXIT_FAILED
     try:
         data = fidelity.report(plan, rp.done)
     except (rank.RankError, ValueError) as exc:
         _err(str(exc))
-        log.emit("run_end", status="failed", reason=str(exc)[:500])
+        fidelity.end(plan, "failed", str(exc)[:500])
         return EXIT_FAILED
     path_json, path_png = fidelity.write_report(plan, data)
-    log.emit("run_end", status="completed", reason=data["verdict"])
+    fidelity.end(plan, "completed", data["line"])
     if args.json:
         print(rundir.to_json(data, indent=2))
     else:

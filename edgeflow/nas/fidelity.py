@@ -20,6 +20,7 @@ settings (pool.json); another checkpoint or other settings are refused, never mi
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from edgeflow import config as efconfig
-from edgeflow import rundir
+from edgeflow import jobenv, rundir
 from edgeflow.config import DEFAULT_EVAL_POOL, Config, ConfigError
 from edgeflow.nas import rank
 from edgeflow.nas import results as results_mod
-from edgeflow.rundir import EventLog, RunPaths, atomic_write_json, read_events, read_json, read_run
+from edgeflow.rundir import EventLog, RunPaths, atomic_write_json, read_events, read_json, read_run, update_run
 from edgeflow.space.arch import BASELINE_ARCH
 from edgeflow.space.cost import arch_info
 from edgeflow.train.checkpoint import CheckpointError, CheckpointStore
@@ -400,6 +401,19 @@ def write_start(plan: Plan, *, with_progress: bool = True) -> None:
 
 def events(plan: Plan) -> EventLog:
     return rank.progress_log(plan.folder, plan.experiment)
+
+
+def mark_running(plan: Plan) -> None:
+    """run.json: this report is being made (so `jobs status` and `jobs list` can tell)."""
+    job_id = jobenv.job_id()
+    update_run(RunPaths(plan.folder).run, experiment=plan.experiment, kind="fidelity", status="running",
+               reason="", host=rundir.hostname(), **({"job_id": job_id} if job_id else {}))
+
+
+def end(plan: Plan, status: str, reason: str) -> None:
+    """The report's end: run_end in events.jsonl and run.json's status."""
+    events(plan).emit("run_end", status=status, reason=reason)
+    update_run(RunPaths(plan.folder).run, status=status, reason=reason, end_time=time.time())
 
 
 def progress(plan: Plan) -> None:
