@@ -43,8 +43,10 @@ def fidelity_args(run: Path, image: Path) -> list[str]:
 
 
 def test_pool_is_chosen_on_a_login_node_and_unranked_candidates_are_refused(
-        supernet: Path, tmp_path: Path, blocked_env: tuple[dict[str, str], Path]) -> None:  # noqa: F811
+        demo_data: Path, tmp_path: Path, blocked_env: tuple[dict[str, str], Path]) -> None:  # noqa: F811
     env, log = blocked_env
+    supernet = make_run(tmp_path, demo_data)  # its own: nothing ranked yet, whatever ran before
+    add_pool_evaluation(supernet)
     image = tmp_path / "edgeflow.sif"
     image.touch()
     refused = jobs(*fidelity_args(supernet, image), "--dry-run", env=env)
