@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "arch-info": ("edgeflow.commands.arch_info", "main", "parameters, output shapes and FLOPs of an arch"),
     "rank": ("edgeflow.commands.rank", "main", "evaluate many archs of a run; rank correlation of two rankings"),
     "search": ("edgeflow.commands.search", "main", "NSGA-II search for the EPE/cost Pareto front of a run"),
+    "fidelity": ("edgeflow.commands.fidelity", "main", "train k subnets stand-alone: is the supernet's ranking true?"),
     "pack": ("edgeflow.commands.pack", "main", "decode the data once into a pack (data.format: packed)"),
     "import-v1": ("edgeflow.commands.import_v1", "main", "import a checkpoint of the original v1 trainer as a run"),
     "report": ("edgeflow.commands.report", "main", "a picture of runs: loss, grad norm, LR, EPE, early stopping"),

@@ -67,6 +67,8 @@ FLOAT_LITERAL = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
 
 # eval.bn_mode: how evaluation treats batch norm (docs/training.md).
 BN_MODES = ("recalibrate", "batch_stats")
+# How a stand-alone (train.arch) net is evaluated: on its own moving statistics, as it is deployed.
+STANDALONE_BN_MODE = "moving_stats"
 
 
 PREFLIGHT_DEEP_MODES = ("auto", "full", "sample", "headers")  # not "off": YAML reads that as false
@@ -193,11 +195,12 @@ class TrainConfig:
     micro_batch_size: int = 0  # 0: the whole batch at once
     lr: float = 1e-4
     lr_schedule: str = "cosine"
+    lr_min: float = 0.0  # where the cosine ends (the original stand-alone recipe: 1e-6)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-8
     weight_decay: float = 4e-5
-    grad_clip_global_norm: float = 200.0
+    grad_clip_global_norm: float = 200.0  # 0: no clipping
     max_nonfinite_steps: int = 20
     # false (float32) | float16 (with loss scaling; `true` means float16) | bfloat16 (no loss scaling).
     mixed_precision: bool | str = False
@@ -208,6 +211,9 @@ class TrainConfig:
     # multi_worker: how long a task waits for all its peers at the start before it gives up (exit 2).
     worker_timeout_s: float = 300.0
     jit_compile: bool = False
+    # "" (the default): train the supernet. An arch code ("000021222"): train that subnet alone, a
+    # stand-alone net of only its layers (docs/training.md, "Training one subnet on its own").
+    arch: str = ""
 
 
 @dataclass
@@ -255,6 +261,8 @@ class CheckpointConfig:
     # Start a new experiment from the weights of the run directory at this path (any edgeflow run,
     # e.g. one made by `import-v1`); its `resume_checkpoint` is read, optimizer and schedule start fresh.
     init_from: str = ""
+    # Also keep the checkpoint of every K-th epoch (`epoch-K`, never rotated away); 0: off.
+    keep_every: int = 0
 
 
 @dataclass
@@ -487,8 +495,11 @@ def value_problems(cfg: Config) -> list[ConfigError]:
     require(0 <= t.adam_beta2 < 1, "train.adam_beta2", f"must be in [0, 1), got {t.adam_beta2}")
     require(t.adam_epsilon > 0, "train.adam_epsilon", f"must be > 0, got {t.adam_epsilon}")
     require(t.weight_decay >= 0, "train.weight_decay", f"must be >= 0, got {t.weight_decay}")
-    require(t.grad_clip_global_norm > 0, "train.grad_clip_global_norm",
-             f"must be > 0, got {t.grad_clip_global_norm}")
+    # (a bad train.lr is its own problem: the bound is checked only against a good one)
+    require(t.lr_min >= 0 and (t.lr <= 0 or t.lr_min <= t.lr), "train.lr_min",
+            f"must be in [0, train.lr {t.lr}], got {t.lr_min}")
+    require(t.grad_clip_global_norm >= 0, "train.grad_clip_global_norm",
+             f"must be >= 0 (0: no clipping), got {t.grad_clip_global_norm}")
     require(t.max_nonfinite_steps >= 1, "train.max_nonfinite_steps", f"must be >= 1, got {t.max_nonfinite_steps}")
     require(t.mixed_precision in PRECISIONS, "train.mixed_precision",
             f"must be false, float16 (or true) or bfloat16, got {shown(t.mixed_precision)}")
@@ -526,7 +537,50 @@ def value_problems(cfg: Config) -> list[ConfigError]:
             "and checkpoint.resume_experiment_name both name a warm-start source; set only one")
     require(c.init_from.strip() == c.init_from, "checkpoint.init_from",
             f"has leading or trailing spaces: {shown(c.init_from)}")
+    require(c.keep_every >= 0, "checkpoint.keep_every", f"must be >= 0 (0: off), got {c.keep_every}")
+    standalone_problems(cfg, require)
     return problems
+
+
+def is_arch_code(code: str) -> bool:
+    """A canonical arch code: 9 digits in 0-2 (edgeflow.space.arch parses the other spellings)."""
+    return len(code) == 9 and set(code) <= set("012")
+
+
+# The options that only mean something for a supernet, refused beside train.arch (docs/training.md):
+# the evaluation pool, the original supernet trainer's batch-statistics evaluation, and tf.distribute
+# (its arch-parallel mode spreads the archs of a strict-fairness step; a stand-alone net trains on one
+# device, one process per GPU).
+SUPERNET_ONLY = ("eval.pool", "eval.bn_mode", "train.distribute")
+
+
+def eval_archs(cfg: Config) -> list[str]:
+    """The archs an evaluation of the run measures: the pool of a supernet, the one arch of a stand-alone net."""
+    return [cfg.train.arch] if cfg.train.arch else list(cfg.eval.pool)
+
+
+def eval_bn_mode(cfg: Config) -> str:
+    """How the run's evaluation treats BN: eval.bn_mode for a supernet; a stand-alone net is evaluated on
+    its own moving statistics (STANDALONE_BN_MODE), as it is deployed."""
+    return STANDALONE_BN_MODE if cfg.train.arch else cfg.eval.bn_mode
+
+
+def standalone_problems(cfg: Config, require: Callable[[bool, str, str], None]) -> None:
+    """train.arch: a canonical arch code, and none of the supernet-only options set."""
+    t, e = cfg.train, cfg.eval
+    if not t.arch:
+        return
+    if not is_arch_code(t.arch):
+        require(False, "train.arch", f"arch code must be 9 digits in 0-2 (e.g. '000021222'), got {shown(t.arch)}")
+        return
+    alone = f"a stand-alone run (train.arch {t.arch})"
+    require(list(e.pool) == list(DEFAULT_EVAL_POOL), "eval.pool",
+            f"is the supernet's evaluation pool; {alone} evaluates its own arch only: remove eval.pool")
+    require(e.bn_mode != "batch_stats", "eval.bn_mode",
+            f"batch_stats is the supernet evaluation of the original trainer; {alone} is evaluated on its own "
+            f"BN moving statistics: remove eval.bn_mode")
+    require(t.distribute == "none", "train.distribute",
+            f"{alone} trains on one device (one process per GPU): set train.distribute: none")
 
 
 DATASET_NAMES = {"fc2": "FlyingChairs2", "ft3d": "FlyingThings3D", "sintel": "MPI-Sintel"}
@@ -693,6 +747,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError as exc:
             raise ConfigError(f"{key}: cannot parse value {shown(text)}: {exc}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and _field_type(key) is str:
+            # A text key given digits on the command line (`--set train.arch=000021222`): the digits as
+            # typed, not the number YAML reads (21222, or octal for 012012012).
+            value = text.strip()
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -702,6 +760,25 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = sub
         node[parts[-1]] = value
     return raw
+
+
+def _field_type(key: str) -> Any:
+    """The annotated type of a dotted config key (None when there is no such key)."""
+    tp: Any = Config
+    parts = key.split(".")
+    i = 0
+    while i < len(parts):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if parts[i] not in hints:
+                return None
+            tp = hints[parts[i]]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]  # parts[i] names an entry
+        else:
+            return None
+        i += 1
+    return tp
 
 
 class DuplicateKeyError(yaml.YAMLError):

@@ -1,4 +1,5 @@
-"""`python -m jobs submit|rank|search|status|list|logs|cancel`: the launcher's command line (no TensorFlow needed)."""
+"""`python -m jobs submit|rank|search|fidelity|status|list|logs|cancel`: the launcher's command line (no
+TensorFlow needed)."""
 
 from __future__ import annotations
 
@@ -116,6 +117,19 @@ def _add_nas_parsers(sub: Any) -> None:
                        description="NSGA-II search of a trained run as a job; it resumes on requeue. Every "
                        "option of `python -m edgeflow search` is passed to the job.")
     _add_launch_options(s)
+    from edgeflow.commands import fidelity as fidelity_cmd
+
+    f = sub.add_parser("fidelity", parents=[fidelity_cmd.build_parser()], add_help=False,
+                       help="a ranking-fidelity report as jobs: the stand-alone trainings as one array, then "
+                            "the report",
+                       description="Choose the pool of a fidelity report on this machine (from the supernet's "
+                       "ranking of the candidates: `jobs rank --sample C --seed S` first), queue its stand-alone "
+                       "trainings as one job array (one element per subnet, each a training run with the gate, "
+                       "requeue and monitoring of `submit`), then the report as a job that starts once every "
+                       "training ended well. Finished trainings are not queued again.")
+    _add_launch_options(f)
+    f.add_argument("--array-parallelism", type=int, metavar="N",
+                   help="at most N stand-alone trainings at the same time (GPUs in use)")
 
 
 log = console_logger("jobs", "jobs: %(message)s")
@@ -213,14 +227,23 @@ def cmd_nas(args: argparse.Namespace) -> int:
         return rundir.EXIT_BAD_INPUT
     try:
         prof = profiles.load(args.cluster, args.profile_overrides)
-        batch = (kinds.rank if args.command == "rank" else kinds.search)(args)
+        plan = None
+        if args.command == "fidelity":
+            plan, batches = kinds.fidelity(args)
+        else:
+            batches = [(kinds.rank if args.command == "rank" else kinds.search)(args)]
     except DataError as exc:
         _err(str(exc))
         return rundir.EXIT_DATA_ERROR
     except (ConfigError, RankError, ValueError) as exc:
         _err(str(exc))
         return rundir.EXIT_BAD_INPUT
-    return submit.launch([batch], prof, dry_run=args.dry_run, wait_end=args.wait)
+    code = submit.launch(batches, prof, dry_run=args.dry_run, wait_end=args.wait)
+    if plan is not None and not args.dry_run and code in (rundir.EXIT_OK, rundir.EXIT_FAILED):
+        from edgeflow.nas import fidelity
+
+        fidelity.write_start(plan, with_progress=False)  # queued: key.json and pool.json
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler = {"submit": cmd_submit, "status": cmd_status, "list": cmd_list, "logs": cmd_logs,
-               "cancel": cmd_cancel, "rank": cmd_nas, "search": cmd_nas}[args.command]
+               "cancel": cmd_cancel, "rank": cmd_nas, "search": cmd_nas, "fidelity": cmd_nas}[args.command]
     from .status import StatusError
 
     try:

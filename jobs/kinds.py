@@ -13,8 +13,8 @@ command stops after its current arch with exit 75, and the requeued element skip
 
 Kinds that build on others are a list of batches, each after the one before (the backend's job
 dependencies): a chain of training stages is `stages([a, b])`, each stage one training job started from
-the previous stage's best checkpoint; an array of stand-alone trainings with a report after it would be
-`[training(sweep), Batch(kind="report", units=[report])]`.
+the previous stage's best checkpoint; a fidelity report is `fidelity(args)`: an array of stand-alone
+trainings, one element per subnet of the pool, then the report as a job after it.
 
 Light: the checks run on the login node without TensorFlow.
 """
@@ -25,6 +25,7 @@ import argparse
 import copy
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from edgeflow import config as efconfig
 from edgeflow.config import ConfigError
@@ -205,3 +206,46 @@ def search(args: argparse.Namespace) -> Batch:
     unit = Unit(plan.folder, plan.experiment, _absolute(plan.run.cfg), run_dir, args=tuple(cmd))
     return Batch("search", [unit], f"search-{plan.folder.name}", multi_task=False,
                  rename_hint="choose another --name")
+
+
+def fidelity(args: argparse.Namespace) -> tuple[Any, list[Batch]]:
+    """`jobs fidelity`: the stand-alone trainings of the pool as one array (each element a training run,
+    as `submit` queues it), then the report as a job after it (edgeflow.nas.rank.RankError, ConfigError,
+    ValueError: refused); with the plan, whose start files are written once the jobs are queued. The
+    pool is chosen here, on the login node, from the supernet's ranking of the candidates, which must
+    exist (`jobs rank --sample C --seed S` makes it)."""
+    from edgeflow.commands import fidelity as fidelity_cmd
+    from edgeflow.nas import fidelity as fid
+
+    if args.no_train:
+        raise ValueError("--no-train: the launcher's report job sets it itself")
+    run_dir = str(Path(args.run).resolve())
+    settings = fidelity_cmd.settings_of(args)
+    plan = fid.prepare(run_dir, settings, name=args.name)
+    missing = fid.missing_candidates(plan)
+    if missing:
+        raise ValueError(
+            f"the supernet has not ranked {len(missing)} of the {len(plan.candidates)} candidates the pool is "
+            f"chosen from (checkpoint {plan.key.checkpoint}); rank them first, then submit again: python -m jobs "
+            f"rank --cluster {args.cluster} --run {run_dir} --sample {settings.candidate_count} --seed "
+            f"{settings.seed}" + (f" --checkpoint {settings.checkpoint}" if settings.checkpoint != "best" else "")
+            + " --wait")
+    fid.choose(plan)
+    trainings = plan.trainings()
+    todo = [t for t in trainings if not t.finished]
+    print(f"fidelity {plan.name}: pool of {len(plan.pool)} ({' '.join(m.code for m in plan.pool)}), "
+          f"{len(trainings)} stand-alone trainings, {len(trainings) - len(todo)} finished, {len(todo)} to train")
+    units = [Unit(t.run_dir, t.experiment, _absolute(efconfig.load(plan.source, list(t.overrides))), plan.source,
+                  overrides=tuple(t.overrides[-4:])) for t in todo]
+    report_args = ("-m", "edgeflow", "fidelity", "--run", run_dir, "--name", plan.name, *settings.args(),
+                   "--no-train")
+    report = Unit(plan.folder, plan.experiment, _absolute(plan.run.cfg), run_dir, args=report_args)
+
+    def outcome(unit: Unit) -> str:
+        data = fid.read_report(unit.run_dir)
+        return str(data["line"]) if data else f"no report in {unit.run_dir}"
+
+    batches = [Batch("train", units, f"fidelity-{plan.name}", args.array_parallelism)] if units else []
+    batches.append(Batch("fidelity", [report], f"fidelity-report-{plan.name}", multi_task=False,
+                         rename_hint="choose another --name", outcome=outcome))
+    return plan, batches

@@ -102,3 +102,24 @@ def test_bad_state_is_rejected_and_leaves_the_sampler_unchanged(mutate, match):
 def test_negative_seed_rejected():
     with pytest.raises(ValueError, match="seed"):
         FairSampler(seed=-1)
+
+
+def test_a_stand_alone_run_trains_its_one_arch_every_step_and_resumes_its_counts():
+    from edgeflow.space.sampler import FixedSampler, archs_per_step, make_sampler
+
+    assert isinstance(make_sampler(3), FairSampler) and archs_per_step() == NUM_OPTIONS
+    sampler = make_sampler(3, "012012012")
+    assert isinstance(sampler, FixedSampler) and archs_per_step("012012012") == 1
+    for _ in range(5):
+        archs = sampler.next_archs()
+        assert archs.dtype == np.int32 and archs.tolist() == [[0, 1, 2, 0, 1, 2, 0, 1, 2]]
+    assert sampler.fairness_gap() is None  # strict fairness does not apply (never a gap to alert on)
+    assert sampler.counts[np.arange(NUM_BLOCKS), [0, 1, 2] * 3].tolist() == [5] * NUM_BLOCKS
+    assert int(sampler.counts.sum()) == 5 * NUM_BLOCKS
+    again = FixedSampler("012012012")
+    again.load_state_dict(json.loads(json.dumps(sampler.state_dict())))
+    assert again.steps == 5 and (again.counts == sampler.counts).all()
+    with pytest.raises(ValueError, match="arch 012012012's, this run trains 000021222"):
+        FixedSampler("000021222").load_state_dict(sampler.state_dict())
+    with pytest.raises(ValueError, match="a supernet's state has no arch"):
+        FixedSampler("000021222").load_state_dict(FairSampler(0).state_dict())

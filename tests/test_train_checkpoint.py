@@ -83,3 +83,46 @@ def test_real_tensorflow_checkpoint_survives_a_half_written_successor(tmp_path: 
     assert not list(tmp_path.glob("latest-000002*"))
     tf.train.Checkpoint(model=restored).read(str(store.pointer("latest").prefix)).assert_consumed()
     assert restored.w.numpy().tolist() == [9.0, 9.0]
+
+
+def test_kept_epoch_checkpoints_outlive_the_rotation(tmp_path: Path) -> None:
+    from edgeflow.train.checkpoint import is_kind, kept_kind
+
+    store = CheckpointStore(tmp_path)
+    for epoch in range(1, 6):  # checkpoint.keep_every 2: epochs 2 and 4 kept
+        also = (kept_kind(epoch),) if epoch % 2 == 0 else ()
+        store.save("latest", fake_write(f"e{epoch}"), {"epoch": epoch}, also=also)
+    assert store.kept() == ["epoch-2", "epoch-4"]
+    for epoch in (2, 4):
+        pointer = store.pointer(f"epoch-{epoch}")
+        assert pointer.state == {"epoch": epoch} and Path(f"{pointer.prefix}.index").read_text() == f"e{epoch}"
+    assert store.pointer("latest").state == {"epoch": 5}
+    # the kept files and latest's, nothing else
+    assert len(list(tmp_path.glob("latest-*.index"))) == 3
+    assert [is_kind(k) for k in ("epoch-10", "epoch-0", "epoch-", "epoch-1x", "best", "final")] == \
+        [True, False, False, False, True, False]
+
+
+def test_a_crash_between_the_kept_and_the_latest_pointer_loses_nothing(tmp_path: Path, monkeypatch) -> None:
+    from edgeflow.train import checkpoint as checkpoint_mod
+
+    store = CheckpointStore(tmp_path)
+    store.save("latest", fake_write("e1"), {"epoch": 1})
+    real = checkpoint_mod.atomic_write_json
+
+    def dies_at_latest(path, data):  # the kept pointer is written, then the process dies
+        if Path(path).name == "latest.json":
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_json", dies_at_latest)
+    with pytest.raises(KeyboardInterrupt):
+        store.save("latest", fake_write("e2"), {"epoch": 2}, also=("epoch-2",))
+    monkeypatch.setattr(checkpoint_mod, "atomic_write_json", real)
+    # latest is still epoch 1 (the resume retrains epoch 2); epoch-2 names complete files
+    assert store.pointer("latest").state == {"epoch": 1}
+    assert Path(f"{store.pointer('epoch-2').prefix}.index").read_text() == "e2"
+    # the retrained epoch 2 writes both again; the first epoch-2 files go, unreferenced
+    store.save("latest", fake_write("e2b"), {"epoch": 2}, also=("epoch-2",))
+    assert Path(f"{store.pointer('epoch-2').prefix}.index").read_text() == "e2b"
+    assert sorted(p.name for p in tmp_path.glob("*.index")) == ["latest-000003.index"]

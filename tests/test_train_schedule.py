@@ -29,3 +29,12 @@ def test_constant_schedule_and_unknown_name() -> None:
     assert [learning_rate(s, 3e-4, 10, "constant") for s in (0, 5, 20)] == [3e-4] * 3
     with pytest.raises(ValueError, match="lr_schedule"):
         learning_rate(0, 1e-4, 10, "linear")
+
+
+def test_cosine_ends_at_lr_min_when_given() -> None:
+    # The stand-alone recipe: 1e-4 down to 1e-6, and no lower past the horizon.
+    assert learning_rate(0, 1e-4, 100, min_lr=1e-6) == pytest.approx(1e-4)
+    assert learning_rate(50, 1e-4, 100, min_lr=1e-6) == pytest.approx(1e-6 + (1e-4 - 1e-6) * 0.5)
+    assert learning_rate(100, 1e-4, 100, min_lr=1e-6) == pytest.approx(1e-6)
+    assert learning_rate(150, 1e-4, 100, min_lr=1e-6) == pytest.approx(1e-6)
+    assert learning_rate(30, 1e-4, 100, min_lr=0.0) == learning_rate(30, 1e-4, 100)

@@ -121,3 +121,37 @@ def test_jit_compile_lowers_the_whole_step_to_xla() -> None:
                                                     tf.constant(1e-3))(stage="hlo")
     # one loop over the 3 archs; each of the 9 choice blocks a conditional forward and backward
     assert hlo.count(" while(") == 1 and hlo.count(" conditional(") == 18
+
+
+@pytest.mark.parametrize("clip", [0.0, CLIP])
+def test_a_standalone_step_is_the_supernet_step_of_its_arch(clip: float) -> None:
+    """The stand-alone net's step (train.arch) is the supernet's arithmetic for one arch: after one step
+    its weights equal the supernet's for that arch trained three times on the batch (the mean of three
+    equal losses; no weight decay, which the supernet takes over every branch's kernels). With
+    train.grad_clip_global_norm 0 nothing is clipped."""
+    from edgeflow.model.fixed import FixedArchNet
+    from edgeflow.space.arch import parse_arch
+
+    code = "012012012"
+    arch = parse_arch(code)
+    x, y = batch(2, 5)
+    supernet = TrainStep(Supernet(seed=4), make_cfg(grad_clip_global_norm=clip, weight_decay=0.0))
+    alone = TrainStep(FixedArchNet(arch, seed=4), make_cfg(grad_clip_global_norm=clip, weight_decay=0.0, arch=code))
+    assert alone.archs_per_step == 1 and len(alone.variables) < len(supernet.variables)
+    a = supernet(x, y, np.asarray([arch] * 3, np.int32), 1e-3)
+    b = alone(x, y, np.asarray([arch], np.int32), 1e-3)
+    assert b.loss == pytest.approx(a.loss, rel=1e-5) and b.grad_norm == pytest.approx(a.grad_norm, rel=1e-4)
+    assert b.clipped == a.clipped == (clip > 0 and a.grad_norm > clip)
+    if clip == 0:
+        assert a.grad_norm > CLIP  # so clipping, were it on, would have changed the update
+    # Adam's first moment after one step is (1 - beta1) times the gradient it applied (clipped or not):
+    # the same, variable for variable, in both steps, and of the global norm the clip setting says.
+    first = {v.name: m.numpy() for v, m in zip(alone.variables, alone.optimizer.m, strict=True)}
+    by_ref = {v.ref(): m for v, m in zip(supernet.variables, supernet.optimizer.m, strict=True)}
+    theirs = {v.name: by_ref[v.ref()].numpy() for v in supernet.model.arch_variables(arch)}
+    assert first.keys() == theirs.keys()
+    scale = max(float(np.abs(m).max()) for m in first.values())
+    for name, value in first.items():
+        np.testing.assert_allclose(value, theirs[name], rtol=1e-3, atol=1e-4 * scale, err_msg=name)
+    applied = float(np.sqrt(sum(float(np.sum(np.square(m.astype(np.float64)))) for m in first.values()))) / 0.1
+    assert applied == pytest.approx(b.grad_norm if clip == 0 else min(b.grad_norm, clip), rel=1e-3)

@@ -1,4 +1,4 @@
-"""`python -m edgeflow eval --run DIR [--archs CODE ...] [--checkpoint best|latest] [--bn-mode MODE]
+"""`python -m edgeflow eval --run DIR [--archs CODE ...] [--checkpoint best|latest|epoch-N] [--bn-mode MODE]
 [--split NAME]`: EPE table.
 
 Uses the run's saved config.yaml (its data, input size and eval settings), the same BN recalibration
@@ -16,12 +16,12 @@ from typing import Any
 
 from edgeflow import rundir
 from edgeflow.commands.options import add_run_overrides, add_split_option
-from edgeflow.config import BN_MODES, ConfigError
+from edgeflow.config import BN_MODES, STANDALONE_BN_MODE, ConfigError, eval_archs, eval_bn_mode
 from edgeflow.data.samples import DataError
 from edgeflow.rundir import EXIT_BAD_INPUT, EXIT_DATA_ERROR, EXIT_OK
 from edgeflow.space.arch import format_arch, parse_arch
 from edgeflow.train.checkpoint import CheckpointError
-from edgeflow.train.restore import open_run
+from edgeflow.train.restore import check_standalone_archs, open_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,15 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "original trainer's (batch statistics), or both.")
     parser.add_argument("--run", required=True, help="run directory (<output_root>/<experiment>)")
     parser.add_argument("--archs", nargs="+", metavar="CODE",
-                        help="arch codes such as 000021222 (default: the run's eval pool)")
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which checkpoint of the run (default best)")
+                        help="arch codes such as 000021222 (default: the run's eval pool; a stand-alone run's "
+                             "own arch, the only one it has)")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|epoch-N",
+                        help="best, latest or a kept epoch-N (checkpoint.keep_every); default best")
     add_split_option(parser)
     add_run_overrides(parser)
-    parser.add_argument("--bn-mode", choices=(*BN_MODES, "both"), default=None,
+    parser.add_argument("--bn-mode", choices=(*BN_MODES, STANDALONE_BN_MODE, "both"), default=None,
                         help="recalibrate: this project's protocol; batch_stats: the original trainer's (BN on "
-                             "each eval batch's statistics); both: side by side (default: the run's "
-                             "eval.bn_mode)")
+                             "each eval batch's statistics); moving_stats: a stand-alone net's own statistics; "
+                             "both: side by side (default: the run's eval.bn_mode; a stand-alone run's: "
+                             "moving_stats)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     return parser
 
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run = open_run(args.run, args.checkpoint, args.overrides)
-        codes = [format_arch(parse_arch(c)) for c in args.archs] if args.archs else list(run.cfg.eval.pool)
+        codes = [format_arch(parse_arch(c)) for c in args.archs] if args.archs else eval_archs(run.cfg)
+        check_standalone_archs(run.cfg, codes)
+        if args.bn_mode == STANDALONE_BN_MODE and not run.cfg.train.arch:
+            raise ConfigError("--bn-mode moving_stats: a supernet's shared BN statistics belong to no one arch; "
+                              "it is for a stand-alone run (train.arch)")
         split = run.eval_split(args.split)
         splits = run.splits
     except DataError as exc:
@@ -61,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgeflow.train.evaluate import Evaluator, datasets
 
     cfg = run.cfg
-    mode = args.bn_mode or cfg.eval.bn_mode
-    modes = list(BN_MODES) if mode == "both" else [mode]
+    mode = args.bn_mode or eval_bn_mode(cfg)
+    both = [STANDALONE_BN_MODE, *BN_MODES] if cfg.train.arch else list(BN_MODES)
+    modes = both if mode == "both" else [mode]
     imported = _imported_from(run.paths.run)
     if not run.bn_calibrated and not args.json:
         # Neither mode reads the imported moving statistics: recalibrate replaces them per arch first.

@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run", required=True, type=Path, metavar="DIR",
                         help="run directory (<output_root>/<experiment>)")
     parser.add_argument("--arch", required=True, metavar="CODE", help="arch code such as 000021222")
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which checkpoint of the run (default best)")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|epoch-N",
+                        help="best, latest or a kept epoch-N (checkpoint.keep_every); default best")
     parser.add_argument("--height", type=int, help="input height (default: the run's data.input_height)")
     parser.add_argument("--width", type=int, help="input width (default: the run's data.input_width)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",

@@ -1,7 +1,7 @@
 """`python -m edgeflow rank`: evaluate many archs of a run's checkpoint; rank correlation of two rankings.
 
     python -m edgeflow rank --run RUN (--archs CODE ... | --archs-file F | --sample N [--seed S] | --all)
-                            [--checkpoint best|latest] [--name NAME] [--shard K/N]
+                            [--checkpoint best|latest|epoch-N] [--name NAME] [--shard K/N]
                             [--device DEVICE [--deploy] [--workers N]]
     python -m edgeflow rank --compare A.csv B.csv [--columns COL_A COL_B]
 
@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "tau and Spearman rho between two rankings instead.")
     parser.add_argument("--run", help="run directory (<output_root>/<experiment>)")
     add_selection(parser, required=False)
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which checkpoint of the run (default best)")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|epoch-N",
+                        help="best, latest or a kept epoch-N (checkpoint.keep_every); default best")
     parser.add_argument("--name", help="results folder RUN/rank/NAME (default: the checkpoint's name, "
                                        "e.g. best-000012)")
     parser.add_argument("--shard", metavar="K/N", help="evaluate only shard K (0-based) of N of the selection "

@@ -1,7 +1,7 @@
 """`python -m edgeflow search`: NSGA-II search for the EPE/cost Pareto front of a run's checkpoint.
 
     python -m edgeflow search --run RUN --objectives epe,flops [--evaluations 800 --population 50 --seed S]
-                              [--max-flops X --max-params Y] [--checkpoint best|latest] [--name NAME]
+                              [--max-flops X --max-params Y] [--checkpoint best|latest|epoch-N] [--name NAME]
                               [--device DEVICE [--workers N]]
 
 The work is edgeflow/nas/search.py; outputs go to RUN/search/<name>/ (front.csv, front.png, archs.csv,
@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "RUN/search/<name>/front.csv and front.png.")
     parser.add_argument("--run", required=True, help="run directory (<output_root>/<experiment>)")
     add_settings(parser)
-    parser.add_argument("--checkpoint", choices=("best", "latest"), default="best",
-                        help="which checkpoint of the run (default best)")
+    parser.add_argument("--checkpoint", default="best", metavar="best|latest|epoch-N",
+                        help="best, latest or a kept epoch-N (checkpoint.keep_every); default best")
     parser.add_argument("--name", help="folder RUN/search/NAME (default <checkpoint>_<objectives>[_<device>]_s<seed>, "
                                        "then _<split> for another split than the run selects on)")
     add_split_option(parser)

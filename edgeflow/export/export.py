@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeflow.config import eval_bn_mode
 from edgeflow.data.samples import Sample, sort_key
 from edgeflow.export import deploy
 from edgeflow.export import device as device_mod
@@ -26,7 +27,7 @@ from edgeflow.export import vela as vela_mod
 from edgeflow.rundir import atomic_write_bytes, atomic_write_json, read_run, staging
 from edgeflow.space.arch import format_arch, parse_arch
 from edgeflow.space.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
-from edgeflow.train.restore import RunHandle, open_run
+from edgeflow.train.restore import RunHandle, check_standalone_archs, open_run
 
 EXPORT_FILE = "export.json"
 SAVED_MODEL_DIR = "saved_model"
@@ -102,6 +103,7 @@ def prepare(request: ExportRequest) -> Prepared:
     check_out(request.out)
     device = device_mod.load(request.device) if request.device else None
     run = open_run(request.run, request.checkpoint, request.overrides)
+    check_standalone_archs(run.cfg, [format_arch(arch)])
     default_h, default_w = device.input_size if device else (run.cfg.data.input_height, run.cfg.data.input_width)
     height = request.height or default_h
     width = request.width or default_w
@@ -158,20 +160,24 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
     started = time.time()
     log(f"export {code} at {prep.height}x{prep.width} from {run.pointer.prefix} (epoch {run.epoch})")
 
+    # A supernet, or a stand-alone run's net (train.arch): the source of the weights and the reference.
     supernet = run.build_model()
     # The agreement is measured on the evaluation split's samples, cropped to the export's input size.
     split = run.eval_split(prep.request.split)
     recal, evals = datasets(cfg, splits.train, split.samples)
-    # The evaluator's own recalibration (same batches, same momentum rule), run eagerly: tracing the
-    # supernet's every branch costs far more than the few batches, and eager switch_case runs only
-    # the selected branch with the same kernels.
-    tf.config.run_functions_eagerly(True)
-    try:
-        recal_batches = Evaluator(supernet, cfg).recalibrate(arch, recal)
-    finally:
-        tf.config.run_functions_eagerly(False)
-    if recal_batches == 0:
-        raise ExportError("BN recalibration got no train batch")
+    standalone = bool(cfg.train.arch)
+    recal_batches = 0
+    if not standalone:  # a stand-alone net keeps its own moving statistics, as its evaluation does
+        # The evaluator's own recalibration (same batches, same momentum rule), run eagerly: tracing the
+        # supernet's every branch costs far more than the few batches, and eager switch_case runs only
+        # the selected branch with the same kernels.
+        tf.config.run_functions_eagerly(True)
+        try:
+            recal_batches = Evaluator(supernet, cfg).recalibrate(arch, recal)
+        finally:
+            tf.config.run_functions_eagerly(False)
+        if recal_batches == 0:
+            raise ExportError("BN recalibration got no train batch")
     subnet = Subnet(arch)
     copied = copy_from_supernet(supernet, subnet)
     reference = parity.supernet_reference(supernet, arch, evals)
@@ -181,8 +187,10 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
     params = int(sum(int(np.prod(v.shape)) for v in subnet.trainable_variables))
     if params != info["params_active"]:
         raise AssertionError(f"subnet has {params} parameters, the cost model says {info['params_active']}")
-    log(f"recalibrated BN on {recal_batches} train batches; copied {copied} variables; "
-        f"supernet EPE {parity.supernet_epe(reference):.4f}")
+    bn_note = (f"recalibrated BN on {recal_batches} train batches" if not standalone
+               else "BN on the stand-alone net's own moving statistics")
+    log(f"{bn_note}; copied {copied} variables; {'stand-alone' if standalone else 'supernet'} EPE "
+        f"{parity.supernet_epe(reference):.4f}")
 
     module = formats.ServingModule(subnet, prep.height, prep.width)
     formats.write_saved_model(module, tmp / SAVED_MODEL_DIR)
@@ -241,12 +249,15 @@ def _write_all(prep: Prepared, tmp: Path, log: Callable[[str], None]) -> dict[st
             "run_signature": run_json.get("signature"),
             "code_version": run_json.get("code_version"),
         },
-        "bn_recalibration": {
+        # A stand-alone run's net: no recalibration, its own moving statistics (bn_mode moving_stats).
+        "bn_recalibration": None if standalone else {
             "split": "train", "batches": recal_batches, "batch_size": cfg.eval.batch_size,
             "samples": _first_ids(splits.train, cfg.eval.batch_size * cfg.eval.bn_recal_batches),
             "momentum_rule": "batch k (from 0) uses momentum k/(k+1): the exact average, as evaluation",
             "dtype": "float32",
         },
+        "bn_mode": eval_bn_mode(cfg),
+        "standalone": standalone,
         "int8_calibration": {"split": "train", "crop": "centre", "samples": _first_ids(splits.train, n_rep)},
         "eval_set": {"split": split.record.get("source") or split.name, "split_name": split.name,
                      "batch_size": cfg.eval.batch_size,

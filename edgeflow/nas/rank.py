@@ -39,7 +39,7 @@ from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, format_arch, parse_arch
 from edgeflow.space.cost import FLOPS_CONVENTION, PARAMS_CONVENTION, arch_info
 from edgeflow.space.latency import LATENCY_CONVENTION, latency_ms
 from edgeflow.train.checkpoint import CheckpointError
-from edgeflow.train.restore import RunHandle, build_supernet, check_split_name, open_run
+from edgeflow.train.restore import RunHandle, build_supernet, check_split_name, open_run, require_supernet
 from edgeflow.train.signals import StopFlag
 from edgeflow.train.signature import SignatureMismatch, check_signature
 
@@ -234,6 +234,7 @@ def open_checked(run_dir: str | Path, checkpoint: str, overrides: Sequence[str] 
     try:
         run = open_run(run_dir, checkpoint, list(overrides))
         check_split_name(run.cfg, split)
+        require_supernet(run.cfg, "ranking and searching archs (`eval` evaluates its one arch)")
     except (ConfigError, CheckpointError) as exc:
         raise RankError(str(exc)) from None
     try:

@@ -1,5 +1,6 @@
 """Pictures of runs from their files: loss, gradient norm, LR, early stopping, pool EPE against the zero-flow
-baseline, each arch's rank in the pool over the evaluations, and the flow pictures of the latest evaluation.
+baseline, each arch's rank in the pool over the evaluations with the ranking's stability (Kendall tau), and
+the flow pictures of the latest evaluation.
 
 Read from events.jsonl through `rundir.metrics_rows`, so requeues and resumes are one curve (a re-run
 epoch replaces the earlier attempt) and each restart is marked with a dotted line; figures outside the
@@ -189,10 +190,26 @@ def _rank_panel(ax: Any, run: RunCurves) -> None:
         ax.annotate(f"{code} {last}", xy=(xs[-1], ys[-1]), xytext=(6, 0), textcoords="offset points",
                     fontsize=7, color=colour, va="center", family="monospace")
     count = len(ranks)
+    _tau_axis(ax, run)
     ax.set_ylim(count + 0.6, 0.4)
     ax.set_xlim(epochs[0] - 0.05 * span, epochs[-1] + 0.45 * span)
     ax.set_xticks([t for t in ax.get_xticks() if epochs[0] <= t <= epochs[-1]])  # none under the labels
     ax.set_yticks(range(1, count + 1) if count <= 16 else range(1, count + 1, math.ceil(count / 12)))
+
+
+def _tau_axis(ax: Any, run: RunCurves) -> None:
+    """The ranking's stability on a right-hand axis: Kendall tau-b against the previous evaluation and
+    the best checkpoint's (pool_rank_tau, pool_rank_tau_best; none before the second evaluation)."""
+    series = [(name, *run.series(name)) for name in ("pool_rank_tau", "pool_rank_tau_best")]
+    if not any(xs for _, xs, _ in series):
+        return
+    tau = ax.twinx()
+    for (name, xs, ys), style in zip(series, ("-", ":"), strict=True):
+        label = "tau vs previous" if name == "pool_rank_tau" else "tau vs best"
+        tau.plot(xs, ys, color="0.35", linestyle=style, linewidth=1.5, label=label)
+    tau.set_ylim(-1.05, 1.05)
+    tau.set_ylabel("Kendall tau-b of the ranking (grey)")
+    tau.legend(loc="lower left", fontsize=7)
 
 
 def _stop_panel(ax: Any, runs: list[RunCurves], colours: list[str]) -> None:

@@ -1,6 +1,7 @@
-"""Strict-fairness arch sampler (protocol §4).
+"""The archs each training step trains: the strict-fairness sampler (protocol §4) of a supernet, or the
+one arch of a stand-alone net (`train.arch`), behind one small interface (`make_sampler`).
 
-Each step draws, for every choice block, an independent random permutation of the options; arch k of
+Strict fairness: each step draws, for every choice block, an independent random permutation of the options; arch k of
 the step takes entry k of every permutation. So each step trains every option of every block exactly
 once and the cumulative option counts stay equal (fairness gap 0) at every step boundary.
 
@@ -14,13 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS
+from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS, parse_arch
 
 _STATE_VERSION = 1
 
 
 class FairSampler:
     """Draws the NUM_OPTIONS archs of each strict-fairness step from a seeded PCG64 generator."""
+
+    archs_per_step = NUM_OPTIONS
 
     def __init__(self, seed: int) -> None:
         if int(seed) < 0:
@@ -83,6 +86,62 @@ class FairSampler:
         self.seed = int(state.get("seed", self.seed))
         self.counts = counts
         self.steps = steps
+
+
+class FixedSampler:
+    """The one arch of a stand-alone net, every step: FairSampler's interface, nothing random.
+
+    Strict fairness does not apply: `fairness_gap` is None (not measured), never a gap the monitor
+    would alert on. `counts` are the real option counts (the arch's option of each block, once a step)."""
+
+    archs_per_step = 1
+
+    def __init__(self, code: str) -> None:
+        self.arch = parse_arch(code)
+        self._row = np.asarray([self.arch], dtype=np.int32)
+        self.counts = np.zeros((NUM_BLOCKS, NUM_OPTIONS), dtype=np.int64)
+        self.steps = 0
+
+    def next_archs(self) -> np.ndarray:
+        """The arch of the next step: int32 (1, NUM_BLOCKS)."""
+        self.counts[np.arange(NUM_BLOCKS), self._row[0]] += 1
+        self.steps += 1
+        return self._row.copy()
+
+    def fairness_gap(self) -> int | None:
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"version": _STATE_VERSION, "arch": "".join(str(v) for v in self.arch), "steps": int(self.steps),
+                "counts": self.counts.astype(int).tolist()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            version, arch, steps = state["version"], state["arch"], int(state["steps"])
+            counts = np.asarray(state["counts"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"stand-alone sampler state is missing or has a bad field: {err!r} (a supernet's "
+                             f"state has no arch)") from err
+        if version != _STATE_VERSION:
+            raise ValueError(f"sampler state version {version!r} is not supported (expected {_STATE_VERSION})")
+        if parse_arch(str(arch)) != self.arch:
+            raise ValueError(f"sampler state is arch {arch}'s, this run trains {''.join(map(str, self.arch))}")
+        if counts.shape != (NUM_BLOCKS, NUM_OPTIONS):
+            raise ValueError(f"sampler state counts have shape {counts.shape}, expected {(NUM_BLOCKS, NUM_OPTIONS)}")
+        self.counts, self.steps = counts, steps
+
+
+Sampler = FairSampler | FixedSampler
+
+
+def make_sampler(seed: int, arch: str = "") -> Sampler:
+    """The sampler of a run: strict fairness for a supernet (arch ""), the fixed arch of a stand-alone net."""
+    return FixedSampler(arch) if arch else FairSampler(seed)
+
+
+def archs_per_step(arch: str = "") -> int:
+    """How many archs a training step trains: 3 for a supernet (strict fairness), 1 for a stand-alone net."""
+    return FixedSampler.archs_per_step if arch else FairSampler.archs_per_step
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,10 +1,14 @@
 """Crash-safe checkpoints: `checkpoints/<kind>-<serial>.*` files plus a small pointer `<kind>.json`.
 
+Kinds: `latest`, `best`, and with checkpoint.keep_every K the kept `epoch-<N>` (every K-th epoch's latest
+checkpoint, a second pointer to its files, which no later save deletes).
+
 Light module (the TensorFlow write is passed in as a function), so the pointer logic is testable
 alone and the launcher/monitor can read pointers without TensorFlow.
 
 Order of a save: write a fresh prefix (never one a pointer names), fsync its files and the folder,
-atomically replace the pointer, then delete every file no pointer names. A crash (or a power loss:
+atomically replace the pointer (a kept `epoch-<N>` pointer first, then `latest`: a crash between the
+two retrains epoch N and writes both again), then delete every file no pointer names. A crash (or a power loss:
 tf.train.Checkpoint renames its files without fsync) at any point leaves the previous pointer and the
 files it names intact; leftovers of a half-written save are removed by the next save.
 """
@@ -22,6 +26,18 @@ from typing import Any
 from edgeflow.rundir import atomic_write_json, fsync_dir, fsync_file, read_json
 
 KINDS = ("latest", "best")
+# checkpoint.keep_every's kept checkpoints: `epoch-<N>`, named by their epoch.
+KEPT = re.compile(r"^epoch-(?P<epoch>[1-9]\d*)\Z")
+
+
+def kept_kind(epoch: int) -> str:
+    """The kind (pointer name, `--checkpoint` value) of the checkpoint kept at the end of `epoch`."""
+    return f"epoch-{int(epoch)}"
+
+
+def is_kind(kind: str) -> bool:
+    """Whether `kind` names a checkpoint: latest, best, or a kept epoch-<N>."""
+    return kind in KINDS or bool(KEPT.match(kind))
 _FILE = re.compile(r"^(?P<kind>latest|best)-(?P<serial>\d+)(?=[._]|$)")
 
 
@@ -60,9 +76,13 @@ class CheckpointStore:
             raise CheckpointError(f"checkpoint pointer {path} names {prefix}.index, which does not exist")
         return Pointer(kind=kind, prefix=prefix, state=dict(data.get("state") or {}))
 
-    def save(self, kind: str, write: Callable[[str], object], state: dict[str, Any]) -> Pointer:
-        """Write a new checkpoint of `kind` with `write(prefix)` and make the pointer name it."""
+    def save(self, kind: str, write: Callable[[str], object], state: dict[str, Any],
+             also: tuple[str, ...] = ()) -> Pointer:
+        """Write a new checkpoint of `kind` with `write(prefix)` and make the pointer name it; the kinds
+        of `also` (a kept epoch-<N>) name it too, their pointers written before `kind`'s."""
         _check_kind(kind)
+        for other in also:
+            _check_kind(other)
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{kind}-{self._next_serial():06d}"
         prefix = self.directory / name
@@ -70,7 +90,8 @@ class CheckpointStore:
         if not Path(f"{prefix}.index").is_file():
             raise CheckpointError(f"checkpoint write produced no {prefix}.index")
         self._make_durable(name)
-        atomic_write_json(self.pointer_path(kind), {"prefix": name, "state": state, "written": time.time()})
+        for other in (*also, kind):
+            atomic_write_json(self.pointer_path(other), {"prefix": name, "state": state, "written": time.time()})
         self.remove_unreferenced()
         return Pointer(kind=kind, prefix=prefix, state=state)
 
@@ -89,9 +110,14 @@ class CheckpointStore:
                 fsync_file(entry)
         fsync_dir(self.directory)
 
+    def kept(self) -> list[str]:
+        """The kept checkpoints' kinds (epoch-<N>), by epoch."""
+        found = [m for p in self.directory.glob("epoch-*.json") if (m := KEPT.match(p.name[:-len(".json")]))]
+        return [m.string for m in sorted(found, key=lambda m: int(m["epoch"]))]
+
     def referenced(self) -> set[str]:
         names = set()
-        for kind in KINDS:
+        for kind in (*KINDS, *self.kept()):
             data = read_json(self.pointer_path(kind)) if self.pointer_path(kind).exists() else None
             if isinstance(data, dict) and isinstance(data.get("prefix"), str):
                 names.add(data["prefix"])
@@ -118,5 +144,5 @@ class CheckpointStore:
 
 
 def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"checkpoint kind must be one of {KINDS}, got {kind!r}")
+    if not is_kind(kind):
+        raise ValueError(f"checkpoint kind must be one of {KINDS} or epoch-<N>, got {kind!r}")

@@ -5,7 +5,9 @@ Per arch: snapshot every BN moving statistic, recalibrate with fixed train batch
 evaluate in inference mode on the fixed eval batches, then restore the snapshot. Evaluation therefore
 leaves every variable exactly as it found it, and the same weights always give the same numbers.
 With eval.bn_mode "batch_stats" (the original trainer's protocol) there is no recalibration: BN runs
-in training mode on each eval batch and no moving statistic is updated.
+in training mode on each eval batch and no moving statistic is updated. A stand-alone net (`train.arch`)
+is evaluated in inference mode on its own moving statistics ("moving_stats"), as it is deployed: they
+were estimated for this one arch by its training, which is what recalibration recreates for a supernet.
 
 Speed without changing a number: the fixed batches are decoded once (`datasets(cache=True)`, the
 trainer and `rank` use it) and kept on the device when they fit, as uint8 frames mapped to [-1, 1]
@@ -24,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from edgeflow import progress
-from edgeflow.config import Config
+from edgeflow.config import STANDALONE_BN_MODE, Config, eval_bn_mode
 from edgeflow.data.pipeline import eval_dataset, to_unit_range
 from edgeflow.space.arch import NUM_BLOCKS, format_arch, parse_arch
 from edgeflow.train import loss as loss_lib
@@ -59,8 +61,9 @@ class Evaluator:
         x_spec = tf.TensorSpec([None, h, w, 6], tf.float32)
         arch_spec = tf.TensorSpec([NUM_BLOCKS], tf.int32)
         self._recal = tf.function(self._recal_batch, input_signature=[x_spec, arch_spec, tf.TensorSpec([], tf.float32)])
-        # eval.bn_mode "batch_stats": the original trainer's protocol, compared with its logged metric.
-        self.bn_mode = cfg.eval.bn_mode
+        # eval.bn_mode "batch_stats": the original trainer's protocol, compared with its logged metric;
+        # "moving_stats": a stand-alone net's own moving statistics (no recalibration).
+        self.bn_mode = eval_bn_mode(cfg)
         # One traced function per eval size (an evaluation split may have its own, e.g. Sintel's 416x1024).
         self._epe_fns: dict[tuple[str, int, int], Any] = {}
         self._epe = self._epe_for("recalibrated", h, w)
@@ -96,6 +99,15 @@ class Evaluator:
             raise ValueError("evaluation got no eval batch")
         return epes
 
+    def moving_stats_epes(self, arch: Sequence[int], eval_batches: Iterable) -> list[float]:
+        """The EPE of each eval batch in inference mode on the model's own moving statistics, as they are
+        (a stand-alone net: what it was trained to and is deployed with; nothing is changed)."""
+        arch_t = tf.constant(list(arch), tf.int32)
+        epes = _read_all([self._epe_for("recalibrated", *x.shape[1:3])(x, flow, arch_t) for x, flow in eval_batches])
+        if not epes:
+            raise ValueError("evaluation got no eval batch")
+        return epes
+
     def recalibrate(self, arch: Sequence[int], batches: Iterable) -> int:
         """Replace the moving statistics the arch uses by the exact average over `batches`."""
         arch_t = tf.constant(list(arch), tf.int32)
@@ -107,8 +119,11 @@ class Evaluator:
 
     def arch_epe(self, arch: Sequence[int], recal_batches: Iterable, eval_batches: Iterable,
                  bn_mode: str | None = None) -> float:
-        if (bn_mode or self.bn_mode) == "batch_stats":
+        mode = bn_mode or self.bn_mode
+        if mode == "batch_stats":
             return float(np.mean(self.batch_stats_epes(arch, eval_batches)))
+        if mode == STANDALONE_BN_MODE:
+            return float(np.mean(self.moving_stats_epes(arch, eval_batches)))
         return float(np.mean(self.batch_epes(arch, recal_batches, eval_batches)))
 
     def batch_epes(self, arch: Sequence[int], recal_batches: Iterable, eval_batches: Iterable) -> list[float]:
@@ -157,13 +172,15 @@ class Evaluator:
                         bn_mode: str | None = None) -> dict[str, EvalResult]:
         """`evaluate` on several evaluation splits, one recalibration per arch for all of them."""
         results: dict[str, dict[str, float]] = {name: {} for name in eval_batches}
-        batch_stats = (bn_mode or self.bn_mode) == "batch_stats"
+        mode = bn_mode or self.bn_mode
         with progress.Reporter(f"evaluating {len(codes)} archs on {len(eval_batches)} splits", len(codes),
                                unit="arch", every_seconds=self.progress_seconds) as bar:
             for code in codes:
                 arch = parse_arch(code)
-                if batch_stats:
+                if mode == "batch_stats":
                     epes = {name: self.batch_stats_epes(arch, batches) for name, batches in eval_batches.items()}
+                elif mode == STANDALONE_BN_MODE:
+                    epes = {name: self.moving_stats_epes(arch, batches) for name, batches in eval_batches.items()}
                 else:
                     epes = self.split_epes(arch, recal_batches, eval_batches)
                 for name, values in epes.items():

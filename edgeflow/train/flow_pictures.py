@@ -1,9 +1,10 @@
 """The flow fields behind a run's pictures: a few fixed eval samples through some archs of the pool.
 
 After an evaluation, the archs `picture_archs` picks (the pool's best and worst; the one arch of a
-pool of one) each predict the first samples of the first eval batch, with BN as the evaluation had it
-(recalibrated for that arch, or on the batch's own statistics), so the picture shows the flow whose
-EPE was measured. The weights and BN statistics are left exactly as they were found.
+pool of one, a stand-alone net) each predict the first samples of the first eval batch, with BN as the
+evaluation had it (recalibrated for that arch, on the batch's own statistics, or a stand-alone net's
+own), so the picture shows the flow whose EPE was measured. The weights and BN statistics are left
+exactly as they were found.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from edgeflow.config import STANDALONE_BN_MODE
 from edgeflow.data.samples import sort_key
 from edgeflow.rundir.flow_samples_file import FlowSamples
 from edgeflow.space.arch import parse_arch
@@ -45,6 +47,8 @@ def _predict(model: tf.Module, evaluator: Evaluator, code: str, recal_batches: I
     arch = tf.constant(list(parse_arch(code)), tf.int32)
     if bn_mode == "batch_stats":
         return loss_lib.accumulate(model(x, arch, training=True, bn_momentum=None))[-1][0]
+    if bn_mode == STANDALONE_BN_MODE:  # a stand-alone net: its own moving statistics, as evaluated
+        return loss_lib.accumulate(model(x, arch, training=False))[-1][0]
     snapshot = [v.numpy() for v in evaluator.bn_variables]
     try:
         evaluator.recalibrate(parse_arch(code), recal_batches)

@@ -18,14 +18,17 @@ import tensorflow as tf
 
 from edgeflow import jobenv, progress, rundir
 from edgeflow.config import dump as config_dump
+from edgeflow.config import eval_archs, eval_bn_mode
 from edgeflow.data.pipeline import data_error_message, is_data_error, steps_per_epoch, train_dataset
-from edgeflow.space.sampler import FairSampler
+from edgeflow.space.sampler import make_sampler
 from edgeflow.train import devices, distribute, early_stop, epoch_stats, flow_pictures, steplog, workers
+from edgeflow.train.checkpoint import kept_kind
 from edgeflow.train.epoch_clock import EpochClock, evaluates
 from edgeflow.train.evaluate import Evaluator, datasets, split_dataset, zero_flow_epe
 from edgeflow.train.feed import EpochFeed
+from edgeflow.train.rank_tau import stability_fields
 from edgeflow.train.recorder import NullRecorder, Recorder, RunDirWriteError
-from edgeflow.train.restore import build_supernet
+from edgeflow.train.restore import build_model, warm_start
 from edgeflow.train.schedule import learning_rate, total_steps
 from edgeflow.train.signals import StopFlag
 from edgeflow.train.start import Plan
@@ -50,7 +53,7 @@ class Trainer:
         cfg = self.cfg
         self.spe = steps_per_epoch(len(plan.splits.train), cfg.train.batch_size)
         if self.strategy is None:
-            self.model = build_supernet(cfg)
+            self.model = build_model(cfg)  # the supernet, or train.arch's stand-alone net
             self.step_fn: TrainStep = TrainStep(self.model, cfg, log_steps=self.spe)
         else:
             self.model = distribute.build_model(cfg, self.strategy)
@@ -63,7 +66,7 @@ class Trainer:
             # Saved so a resume continues with the same scale; absent in float32 (checkpoints unchanged).
             objects["loss_scale"] = self.step_fn.loss_scale
         self.checkpoint = tf.train.Checkpoint(**objects)
-        self.sampler = FairSampler(cfg.runtime.seed)
+        self.sampler = make_sampler(cfg.runtime.seed, cfg.train.arch)
         self.horizon = total_steps(cfg.train.num_epochs, self.spe)
         if self.task.count > 1:
             # Every task must start the same run before any of them writes: raises ClusterError (exit 2).
@@ -88,7 +91,8 @@ class Trainer:
         try:
             # 1. the run directory: held by this trainer alone, its start files written
             self.rec.start(device=devices.describe(),
-                           **({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}))
+                           **({"tasks": list(self.task.addresses)} if self.task.count > 1 else {}),
+                           **({"arch": cfg.train.arch} if cfg.train.arch else {}))
         except (rundir.RunLocked, RunDirWriteError) as exc:  # nothing of this start was written
             self.rec.close()
             print(f"edgeflow train: {exc}", file=sys.stderr, flush=True)
@@ -115,6 +119,8 @@ class Trainer:
                   flush=True)
             if splits.exclusion is not None:  # data.exclude_list: left out on purpose, never silently
                 start_fields["excluded_on_purpose"] = dict(splits.exclusion["samples"])
+            if cfg.train.arch:  # a stand-alone net of this arch (absent: the supernet)
+                start_fields["arch"] = cfg.train.arch
             self.rec.record("run_start", train_samples=len(self.plan.splits.train),
                             val_samples=len(self.plan.splits.val), start_epoch=self.state.epoch + 1,
                             num_epochs=cfg.train.num_epochs, patience=cfg.eval.early_stop_patience,
@@ -177,7 +183,8 @@ class Trainer:
         self._mark = time.perf_counter()
         for i, batch in enumerate(feed):
             archs = self.sampler.next_archs()
-            lr = learning_rate(state.step + len(self._pending), cfg.train.lr, self.horizon, cfg.train.lr_schedule)
+            lr = learning_rate(state.step + len(self._pending), cfg.train.lr, self.horizon, cfg.train.lr_schedule,
+                               cfg.train.lr_min)
             stop = self.stop.requested
             self.step_fn.launch(batch.inputs, archs, lr, stop=stop)
             self._pending.append((archs, batch.probe, batch.size))
@@ -241,7 +248,7 @@ class Trainer:
         elif counted:
             # The log halted: the sampler's state is that after the last counted step, not the live one
             # (the loop may have drawn archs for steps queued after it).
-            replay = FairSampler(self.cfg.runtime.seed)
+            replay = make_sampler(self.cfg.runtime.seed, self.cfg.train.arch)
             replay.load_state_dict(state.sampler)
             for _ in range(counted):
                 replay.next_archs()
@@ -281,23 +288,26 @@ class Trainer:
         cfg, state = self.cfg, self.state
         epoch_fields = dict(state.epoch_stats.summary(), epoch=epoch, step=state.step,
                             fairness_gap=self.sampler.fairness_gap(), epoch_wall_seconds=self._epoch_wall,
-                            lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon, cfg.train.lr_schedule))
+                            lr=learning_rate(max(state.step - 1, 0), cfg.train.lr, self.horizon, cfg.train.lr_schedule,
+                                          cfg.train.lr_min))
         if self.step_fn.loss_scale is not None:
             epoch_fields["loss_scale"] = float(self.step_fn.loss_scale.scale.numpy())
         self.rec.record("epoch", **epoch_fields)
         eval_fields, stop, improved = None, False, False
         if evaluates(epoch, cfg.eval.every_epochs, cfg.train.num_epochs):
             split_fields: dict[str, Any] = {}
+            # The pool of a supernet; a stand-alone net's own arch (BN: eval_bn_mode).
+            codes, bn_mode = eval_archs(cfg), eval_bn_mode(cfg)
             if self.other_evals:
                 selected = self.plan.splits.select_on
-                results = self.evaluator.evaluate_splits(cfg.eval.pool, recal, {selected: evals, **self.other_evals})
+                results = self.evaluator.evaluate_splits(codes, recal, {selected: evals, **self.other_evals})
                 result = results.pop(selected)
                 split_fields = {"split": selected, "splits": {name: r.fields() for name, r in results.items()}}
                 for name, r in results.items():
                     print(f"epoch {epoch} {name}: mean EPE {progress.significant(r.mean_epe)} "
                           f"(median {progress.significant(r.median_epe)})", flush=True)
             else:
-                result = self.evaluator.evaluate(cfg.eval.pool, recal, evals)
+                result = self.evaluator.evaluate(codes, recal, evals)
                 if self.plan.splits.select_on != "val":
                     split_fields = {"split": self.plan.splits.select_on}
             decision = early_stop.update(state.early_stop, epoch, result.mean_epe, min_delta=cfg.eval.min_delta,
@@ -305,21 +315,31 @@ class Trainer:
                                          min_epochs=cfg.eval.min_epochs_before_early_stop)
             stop, improved = decision.stop, decision.improved
             es = state.early_stop
+            # Ranking stability of a supernet's pool: against the previous evaluation and the best
+            # checkpoint's as it stood before this one (kept in the state: a resume gives the same).
+            stability = {} if cfg.train.arch else stability_fields(result.arch_epe, state.last_arch_epe,
+                                                                      state.best_arch_epe)
+            if not cfg.train.arch:
+                state.last_arch_epe = dict(result.arch_epe)
+                if improved:
+                    state.best_arch_epe = dict(result.arch_epe)
             eval_fields = dict(result.fields(), epoch=epoch, best_epe=es.best, best_epoch=es.best_epoch,
                                bad_epochs=es.bad_epochs, patience=cfg.eval.early_stop_patience, improved=improved,
-                               bn_mode=cfg.eval.bn_mode, **split_fields)
+                               bn_mode=bn_mode, **stability, **split_fields)
             self.rec.record("eval", **eval_fields)
             # Pictures of the best and worst arch's flow on a few eval samples (every task computes, as in
             # the evaluation; only the chief's recorder writes).
             self.rec.flow_samples(flow_pictures.take(self.model, self.evaluator, result, epoch, recal, evals,
-                                                     self.plan.splits.eval_split().samples, cfg.eval.bn_mode))
+                                                     self.plan.splits.eval_split().samples, bn_mode))
         state.epoch, state.batch_in_epoch = epoch, 0
         state.epoch_stats = epoch_stats.EpochStats()
         ending = "early_stopped" if stop else ("completed" if epoch >= cfg.train.num_epochs else None)
         state.status = ending or "running"
         if improved:
             self._checkpoint("best", epoch)
-        self._checkpoint("latest", epoch)
+        keep = cfg.checkpoint.keep_every
+        # checkpoint.keep_every: this epoch's latest checkpoint is also kept as epoch-<N>, never rotated away.
+        self._checkpoint("latest", epoch, also=(kept_kind(epoch),) if keep and epoch % keep == 0 else ())
         print(epoch_stats.epoch_line(epoch, cfg.train.num_epochs, epoch_fields, eval_fields), flush=True)
         if ending == "early_stopped":
             es = state.early_stop
@@ -353,6 +373,7 @@ class Trainer:
                                                                        "failed"):
                 # Only a deliberate continuation of an ended run resets; a requeue after preemption never does.
                 state.early_stop = early_stop.EarlyStopState()
+                state.best_arch_epe = {}  # the best checkpoint's ranking goes with its early-stopping state
                 fields["early_stop_reset"] = True
                 print("early stopping reset (checkpoint.reset_early_stop_on_resume)", flush=True)
             if state.num_epochs != cfg.train.num_epochs:
@@ -368,8 +389,9 @@ class Trainer:
         self.state = TrainState(num_epochs=cfg.train.num_epochs, sampler=self.sampler.state_dict())
         if plan.warm_start is not None and plan.init_from is not None:
             # Weights (and BN statistics) only: a new experiment gets a fresh optimizer and schedule.
-            tf.train.Checkpoint(model=self.model).read(str(plan.warm_start.prefix)).expect_partial()
-            print(f"weights from {plan.warm_start.prefix} ({plan.init_from['run']}); fresh optimizer", flush=True)
+            warm_start(self.model, plan.warm_start.prefix, standalone=bool(cfg.train.arch))
+            print(f"weights from {plan.warm_start.prefix} ({plan.init_from['run']}"
+                  f"{', ' + plan.init_from['layers'] if cfg.train.arch else ''}); fresh optimizer", flush=True)
             fields.update(resumed_from=str(plan.warm_start.prefix), warm_start_from=plan.init_from["run"],
                           init_from=plan.init_from)
         return fields
@@ -414,8 +436,8 @@ class Trainer:
         return self._new_feed(epoch, skip)
 
     # ---------------------------------------------------------------- files
-    def _checkpoint(self, kind: str, epoch: int, **extra: Any) -> None:
-        self.rec.checkpoint(kind, epoch, self.checkpoint.write, self.state.to_dict(), **extra)
+    def _checkpoint(self, kind: str, epoch: int, also: tuple[str, ...] = (), **extra: Any) -> None:
+        self.rec.checkpoint(kind, epoch, self.checkpoint.write, self.state.to_dict(), also=also, **extra)
         self._write_state()
 
     def _write_state(self) -> None:

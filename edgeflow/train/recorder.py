@@ -120,10 +120,13 @@ class Recorder:
         self._guard(str(self.paths.state), lambda: rundir.write_state(self.paths.state, values))
 
     def checkpoint(self, kind: str, epoch: int, write: Callable[[str], object], state: dict[str, Any],
-                   **extra: Any) -> Pointer:
-        """A crash-safe checkpoint of `kind`, then its event."""
-        pointer = self._guard(str(self.paths.checkpoints), lambda: self.store.save(kind, write, state))
+                   also: tuple[str, ...] = (), **extra: Any) -> Pointer:
+        """A crash-safe checkpoint of `kind` (and of the kinds `also`, a kept epoch-<N>, naming the same
+        files), then an event for each."""
+        pointer = self._guard(str(self.paths.checkpoints), lambda: self.store.save(kind, write, state, also))
         self.record("checkpoint", epoch=epoch, kind=kind, path=str(pointer.prefix), **extra)
+        for other in also:
+            self.record("checkpoint", epoch=epoch, kind=other, path=str(pointer.prefix), **extra)
         return pointer
 
     @staticmethod
@@ -165,7 +168,7 @@ class NullRecorder(Recorder):
         pass
 
     def checkpoint(self, kind: str, epoch: int, write: Callable[[str], object], state: dict[str, Any],
-                   **extra: Any) -> Pointer:
+                   also: tuple[str, ...] = (), **extra: Any) -> Pointer:
         # Every task writes (TensorFlow may read mirrored values with collectives while saving), the
         # others into a private folder that is removed at once.
         scratch = tempfile.mkdtemp(prefix=f"edgeflow-task{self.task_index}-")

@@ -1,9 +1,10 @@
-"""The one place a supernet is built, and restored from a run's checkpoint, outside training.
+"""The one place a run's network (a supernet, or a stand-alone net) is built, and restored from a run's
+checkpoint, outside training.
 
 Light at import (TensorFlow loads in `build_model`), so a command can check its inputs -- the run
 directory, its config, the checkpoint pointer, the data -- and fail with a one-line error before
 paying for TensorFlow. Used by `eval`, `rank`, `search`, `export`; the trainer builds its own model
-through `build_supernet` too, so both share the compute dtype rule.
+through `build_model` too, so both share the compute dtype rule.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from edgeflow.config import Config, ConfigError
 from edgeflow.data.samples import EvalSplit, Splits
 from edgeflow.data.splits import resolve_splits
 from edgeflow.rundir import RunPaths
-from edgeflow.train.checkpoint import CheckpointError, CheckpointStore, Pointer
+from edgeflow.train.checkpoint import KEPT, CheckpointError, CheckpointStore, Pointer, is_kind
 
 if TYPE_CHECKING:
+    from edgeflow.model.fixed import FixedArchNet
     from edgeflow.model.supernet import Supernet
 
 
@@ -30,11 +32,51 @@ def build_supernet(cfg: Config) -> Supernet:
     return Supernet(seed=cfg.runtime.seed, compute_dtype=compute_dtype_for(cfg.train.mixed_precision))
 
 
+def build_model(cfg: Config) -> Supernet | FixedArchNet:
+    """The run's network: the supernet, or with train.arch that arch's stand-alone net (same seed rule,
+    same compute dtype rule)."""
+    if not cfg.train.arch:
+        return build_supernet(cfg)
+    from edgeflow.model.fixed import FixedArchNet
+    from edgeflow.model.supernet import compute_dtype_for
+    from edgeflow.space.arch import parse_arch
+
+    return FixedArchNet(parse_arch(cfg.train.arch), seed=cfg.runtime.seed,
+                        compute_dtype=compute_dtype_for(cfg.train.mixed_precision))
+
+
+def require_supernet(cfg: Config, what: str) -> None:
+    """ConfigError when the run is a stand-alone net's (train.arch): `what` works on a supernet only."""
+    if cfg.train.arch:
+        raise ConfigError(f"the run is a stand-alone net of arch {cfg.train.arch} (train.arch): {what} needs a "
+                          f"supernet run")
+
+
+def check_standalone_archs(cfg: Config, codes: list[str]) -> None:
+    """ConfigError unless every code is the stand-alone run's own arch (a supernet run takes any)."""
+    other = [c for c in codes if cfg.train.arch and c != cfg.train.arch]
+    if other:
+        raise ConfigError(f"arch {other[0]}: the run is a stand-alone net of arch {cfg.train.arch} "
+                          f"(train.arch); only that arch can be evaluated or exported from it")
+
+
 def restore_weights(model: Any, prefix: str | Path) -> None:
     """The model's weights and BN statistics from a checkpoint; optimizer slots are left unread."""
     import tensorflow as tf
 
     tf.train.Checkpoint(model=model).read(str(prefix)).expect_partial()
+
+
+def warm_start(model: Any, prefix: str | Path, *, standalone: bool) -> None:
+    """A new experiment's weights (and BN statistics) from another run's checkpoint, optimizer left out.
+
+    A stand-alone net's checkpoint keys are the supernet's for its arch's layers, so from a supernet
+    (or an imported) checkpoint it reads exactly those; every one of its variables must be there."""
+    import tensorflow as tf
+
+    status = tf.train.Checkpoint(model=model).read(str(prefix)).expect_partial()
+    if standalone:
+        status.assert_existing_objects_matched()
 
 
 @dataclass
@@ -72,8 +114,9 @@ class RunHandle:
         """The moving-statistic variables marked not calibrated (empty for a trained checkpoint)."""
         return [str(name) for name in self.pointer.state.get("uncalibrated_bn") or []]
 
-    def build_model(self) -> Supernet:
-        model = build_supernet(self.cfg)
+    def build_model(self) -> Supernet | FixedArchNet:
+        """The run's network (a supernet, or its stand-alone net) with the checkpoint's weights."""
+        model = build_model(self.cfg)
         restore_weights(model, self.pointer.prefix)
         return model
 
@@ -98,9 +141,12 @@ def open_run(run_dir: str | Path, checkpoint: str = "best", overrides: list[str]
     if not paths.config.is_file():
         raise ConfigError(f"{paths.root} is not a run directory: {paths.config} does not exist")
     cfg = config_mod.load(paths.config, list(overrides or []))
-    if checkpoint not in ("best", "latest"):
-        raise ConfigError(f"--checkpoint must be 'best' or 'latest', got {checkpoint!r}")
+    if not is_kind(checkpoint):
+        raise ConfigError(f"--checkpoint must be 'best', 'latest' or a kept 'epoch-N' (checkpoint.keep_every), "
+                          f"got {checkpoint!r}")
     pointer = CheckpointStore(paths.checkpoints).pointer(checkpoint) if paths.checkpoints.is_dir() else None
     if pointer is None:
-        raise CheckpointError(f"{paths.checkpoints} has no '{checkpoint}' checkpoint")
+        kept = CheckpointStore(paths.checkpoints).kept() if paths.checkpoints.is_dir() else []
+        hint = f" (kept: {', '.join(kept)})" if kept and KEPT.match(checkpoint) else ""
+        raise CheckpointError(f"{paths.checkpoints} has no '{checkpoint}' checkpoint{hint}")
     return RunHandle(cfg=cfg, paths=paths, pointer=pointer, checkpoint=checkpoint)

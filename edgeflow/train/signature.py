@@ -24,7 +24,7 @@ class SignatureMismatch(ValueError):
 
 
 def signature(cfg: Config) -> dict[str, Any]:
-    return {
+    sig: dict[str, Any] = {
         "model": MODEL_ID,
         "input_size": [cfg.data.input_height, cfg.data.input_width],
         "arch_blocks": list(BLOCK_NAMES),
@@ -32,6 +32,13 @@ def signature(cfg: Config) -> dict[str, Any]:
         "loss": LOSS_ID,
         "flow_clip": cfg.data.flow_clip,
     }
+    if cfg.train.arch:  # a stand-alone net of one arch; absent for a supernet (older runs' signatures too)
+        sig["arch"] = cfg.train.arch
+    return sig
+
+
+def network(arch: str | None) -> str:
+    return f"the stand-alone net of arch {arch}" if arch else "a supernet"
 
 
 def signature_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -39,11 +46,26 @@ def signature_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]
     return [f"{k}: run has {old.get(k)!r}, config gives {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
-def check_signature(run_json: dict[str, Any] | None, cfg: Config, where: Path) -> None:
-    """Raise SignatureMismatch when the run at `where` is incompatible with `cfg`."""
+def check_signature(run_json: dict[str, Any] | None, cfg: Config, where: Path, *, weights_only: bool = False) -> None:
+    """Raise SignatureMismatch when the run at `where` is incompatible with `cfg`.
+
+    `weights_only`: a warm start, which takes weights and nothing else: a stand-alone net may start from
+    a supernet's weights of its arch (or its own arch's stand-alone run), never the reverse."""
     if not run_json or "signature" not in run_json:
         return
-    diffs = signature_differences(run_json["signature"], signature(cfg))
+    old = dict(run_json["signature"])
+    have, want = old.pop("arch", None), cfg.train.arch or None
+    if weights_only:
+        if have and have != want:
+            raise SignatureMismatch(f"run {where} is {network(have)}: its weights cannot start {network(want)}; "
+                                    f"start from a supernet run or a stand-alone run of the same arch")
+    elif have != want:
+        raise SignatureMismatch(f"run {where} trained {network(have)} and the config trains {network(want)} "
+                                f"(train.arch): its checkpoints cannot be continued; choose another "
+                                f"runtime.experiment_name (checkpoint.init_from={where} starts from its weights)")
+    new = signature(cfg)
+    new.pop("arch", None)
+    diffs = signature_differences(old, new)
     if diffs:
         raise SignatureMismatch(f"run {where} was trained with a different setup, so its checkpoints "
                                 f"cannot be continued with this config: " + "; ".join(diffs))

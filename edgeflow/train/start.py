@@ -131,7 +131,7 @@ def init_from_source(cfg: Config, paths: RunPaths, source_dir: str, key: str) ->
     if source.root.resolve() == paths.root.resolve():
         raise StartError(f"{key} names this experiment's own run directory; leave it empty to resume in place")
     run_json = read_run_json(source.run)
-    check_signature(run_json, cfg, source.root)
+    check_signature(run_json, cfg, source.root, weights_only=True)
     kind = cfg.checkpoint.resume_checkpoint
     store = CheckpointStore(source.checkpoints)
     try:
@@ -141,9 +141,14 @@ def init_from_source(cfg: Config, paths: RunPaths, source_dir: str, key: str) ->
     if pointer is None:
         raise StartError(f"{named}: {source.checkpoints} has no '{kind}' checkpoint (checkpoint.resume_checkpoint)")
     imported = (run_json or {}).get("imported_from") or {}
-    return pointer, {"run": str(source.root.resolve()), "key": key, "checkpoint": kind,
-                     "prefix": str(pointer.prefix), "epoch": pointer.state.get("epoch"),
-                     "imported_from": imported.get("checkpoint")}
+    record = {"run": str(source.root.resolve()), "key": key, "checkpoint": kind, "prefix": str(pointer.prefix),
+              "epoch": pointer.state.get("epoch"), "imported_from": imported.get("checkpoint")}
+    if cfg.train.arch:
+        # What a stand-alone net takes: its arch's layers of a supernet, or a stand-alone run's whole net.
+        record["source_arch"] = ((run_json or {}).get("signature") or {}).get("arch")
+        record["layers"] = ("the whole net" if record["source_arch"]
+                            else f"arch {cfg.train.arch}'s layers of the supernet")
+    return pointer, record
 
 
 def check_flow_meaning(run_json: dict[str, Any] | None, cfg: Config, where: Path) -> None:

@@ -34,6 +34,10 @@ class TrainState:
     nonfinite_total: int = 0
     arch_digest: str = ""
     data_digest: str = ""
+    # The pool's EPEs (arch -> EPE) of the last evaluation and of the best checkpoint's, for the ranking
+    # stability of the next one (pool_rank_tau, pool_rank_tau_best): the same after a resume.
+    last_arch_epe: dict[str, float] = field(default_factory=dict)
+    best_arch_epe: dict[str, float] = field(default_factory=dict)
 
     def record_step(self, archs: np.ndarray, data_probe: np.ndarray) -> None:
         self.arch_digest = _chain(self.arch_digest, np.ascontiguousarray(archs, dtype=np.int32).tobytes())
@@ -46,7 +50,8 @@ class TrainState:
             "early_stop": self.early_stop.to_dict(), "sampler": self.sampler,
             "epoch_stats": self.epoch_stats.to_dict(), "consecutive_nonfinite": self.consecutive_nonfinite,
             "nonfinite_total": self.nonfinite_total, "arch_digest": self.arch_digest,
-            "data_digest": self.data_digest,
+            "data_digest": self.data_digest, "last_arch_epe": dict(self.last_arch_epe),
+            "best_arch_epe": dict(self.best_arch_epe),
         }
 
     @classmethod
@@ -60,7 +65,14 @@ class TrainState:
             epoch_stats=EpochStats.from_dict(d["epoch_stats"]),
             consecutive_nonfinite=int(d["consecutive_nonfinite"]), nonfinite_total=int(d["nonfinite_total"]),
             arch_digest=str(d["arch_digest"]), data_digest=str(d["data_digest"]),
+            # absent from states written before the ranking stability was recorded
+            last_arch_epe=_epes(d.get("last_arch_epe")), best_arch_epe=_epes(d.get("best_arch_epe")),
         )
+
+
+def _epes(value: Any) -> dict[str, float]:
+    # float() reads back the "nan"/"inf" strings the run directory's JSON writes for non-finite values
+    return {str(code): float(epe) for code, epe in (value or {}).items()}
 
 
 def _chain(previous: str, data: bytes) -> str:

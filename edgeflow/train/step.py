@@ -1,6 +1,7 @@
 """The strict-fairness training step of protocol §4 as ONE traced function that never makes the host wait.
 
-Signature: (x [None, H, W, 6], flow [None, H, W, 2], archs int32 [3, 9], lr scalar). The arch codes
+Signature: (x [None, H, W, 6], flow [None, H, W, 2], archs int32 [3, 9], lr scalar); a stand-alone net
+(`train.arch`, edgeflow/model/fixed.py) takes archs [1, 9], its own arch, with the same arithmetic. The arch codes
 and the LR are tensors, and the batch dimension is unknown, so every arch and the smaller last batch
 reuse the same trace (with `train.jit_compile`, XLA compiles it once per batch size).
 
@@ -35,7 +36,8 @@ import tensorflow as tf
 
 from edgeflow.config import Config, compute_precision
 from edgeflow.data.pipeline import to_unit_range
-from edgeflow.space.arch import NUM_BLOCKS, NUM_OPTIONS
+from edgeflow.space.arch import NUM_BLOCKS
+from edgeflow.space.sampler import archs_per_step
 from edgeflow.train import loss as loss_lib
 from edgeflow.train.loss_scale import DynamicLossScale
 from edgeflow.train.optimizer import Adam
@@ -113,8 +115,9 @@ class TrainStep:
         self.weight_decay = float(t.weight_decay)
         self.clip_norm = float(t.grad_clip_global_norm)
         self.micro_batch_size = int(t.micro_batch_size)
-        # Strict fairness: one arch per option, so every option of every block trains once per step.
-        self.archs_per_step = NUM_OPTIONS
+        # Strict fairness: one arch per option, so every option of every block trains once per step; a
+        # stand-alone net (train.arch): its one arch.
+        self.archs_per_step = archs_per_step(t.arch)
         self.jit_compile = bool(t.jit_compile)
         compute_dtype = tf.as_dtype(getattr(model, "compute_dtype", tf.float32))
         wanted = compute_precision(t.mixed_precision)
@@ -226,8 +229,9 @@ class TrainStep:
         scale = None if self.loss_scale is None else tf.identity(self.loss_scale.scale)
         total_loss = tf.constant(0.0)
         acc = self.flat.zeros()
-        # A graph loop (not a Python one) so the model is traced once, not once per arch.
-        for k in tf.range(self.archs_per_step):
+        # A graph loop (not a Python one) so the model is traced once, not once per arch; a stand-alone
+        # net's one arch needs no loop.
+        for k in (tf.range(self.archs_per_step) if self.archs_per_step > 1 else range(1)):
             arch = archs[k]
             if self.micro_batch_size <= 0:
                 total_loss, acc = self._accumulate(x, flow, arch, arch_weight, total_loss, acc, scale)
@@ -256,7 +260,12 @@ class TrainStep:
         applied = tf.logical_and(finite, tf.logical_not(halted))
         # tf.clip_by_global_norm's factor, and 0 on a skipped step; multiply_no_nan gives 0 there even
         # for NaN or Inf entries (0 * NaN is NaN), so clipping and the skip are one pass over the gradient.
-        factor = tf.where(applied, self.clip_norm * tf.minimum(1.0 / grad_norm, 1.0 / self.clip_norm), 0.0)
+        if self.clip_norm > 0:
+            factor = tf.where(applied, self.clip_norm * tf.minimum(1.0 / grad_norm, 1.0 / self.clip_norm), 0.0)
+            clipped = grad_norm > self.clip_norm
+        else:  # train.grad_clip_global_norm 0: no clipping (the stand-alone recipe)
+            factor = tf.where(applied, 1.0, 0.0)
+            clipped = tf.constant(False)
         effective = [tf.math.multiply_no_nan(g, factor) for g in acc]
         self.optimizer.apply(self.flat.unflatten(effective), self.variables, lr, applied, strategy=strategy)
         overflow = tf.constant(False)
@@ -270,7 +279,7 @@ class TrainStep:
             active = tf.logical_and(tf.logical_or(finite, overflow), tf.logical_not(halted))
             self.loss_scale.update(grads_finite, active)
             scale_after = self.loss_scale.scale
-        self.log.write(loss=loss, grad_norm=grad_norm, clipped=grad_norm > self.clip_norm,
+        self.log.write(loss=loss, grad_norm=grad_norm, clipped=clipped,
                        nonfinite=tf.logical_not(tf.logical_or(finite, overflow)), overflow=overflow,
                        loss_scale=scale_after, stop=stop)
-        return {"loss": loss, "grad_norm": grad_norm, "clipped": grad_norm > self.clip_norm, "finite": applied}
+        return {"loss": loss, "grad_norm": grad_norm, "clipped": clipped, "finite": applied}
