@@ -26,6 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from edgeflow.train.rank_tau import tau_b
+
 LEVEL = 0.95
 RESAMPLES = 2000
 FIGURES = ("kendall_tau", "spearman", "top_overlap", "regret")
@@ -46,7 +48,7 @@ class Interval:
 
 def kendall_tau(pred: npt.ArrayLike, actual: npt.ArrayLike) -> float:
     """Kendall tau-b (ties in either ranking counted as scipy does)."""
-    return float(stats.kendalltau(pred, actual, variant="b").statistic)
+    return tau_b(pred, actual)
 
 
 def spearman(pred: npt.ArrayLike, actual: npt.ArrayLike) -> float:

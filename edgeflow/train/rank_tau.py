@@ -9,21 +9,27 @@ to compare with (edgeflow/rundir/figures.py).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+
+def tau_b(x: Sequence[float] | Any, y: Sequence[float] | Any) -> float:
+    """Kendall tau-b of two paired sequences (scipy.stats.kendalltau; ties counted as scipy does), NaN where
+    it is undefined: the one Kendall tau of the project (pool stability here, the fidelity report's)."""
+    from scipy import stats
+
+    return float(stats.kendalltau(x, y, variant="b").statistic)
 
 
 def kendall_tau_b(a: Mapping[str, float], b: Mapping[str, float]) -> float | None:
     """Kendall tau-b (scipy.stats.kendalltau) between two arch -> EPE maps, over the archs both have with
     finite EPEs; None when fewer than two such archs, or when one side ranks them all equal (tau-b is
     undefined there)."""
-    from scipy import stats
-
     common = sorted(code for code in set(a) & set(b) if _finite(a[code]) and _finite(b[code]))
     if len(common) < 2:
         return None
-    tau = stats.kendalltau([float(a[c]) for c in common], [float(b[c]) for c in common], variant="b").statistic
-    return float(tau) if math.isfinite(tau) else None
+    tau = tau_b([float(a[c]) for c in common], [float(b[c]) for c in common])
+    return tau if math.isfinite(tau) else None
 
 
 def stability_fields(arch_epe: Mapping[str, float], previous: Mapping[str, float] | None,
