@@ -18,7 +18,16 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from edgeflow.model.layers import BN_MOMENTUM, BatchNorm, Conv2D, ConvBNReLU, ResidualBlock, upsample2x
+from edgeflow.model.layers import (
+    BN_MOMENTUM,
+    BatchNorm,
+    Conv2D,
+    ConvBNReLU,
+    ResidualBlock,
+    bn_moving_variables_of,
+    conv_kernels_of,
+    upsample2x,
+)
 from edgeflow.space.arch import format_arch, validate_arch
 from edgeflow.space.table import DEPTH_OPTIONS, KERNEL_OPTIONS, LAYERS
 
@@ -109,12 +118,11 @@ class FixedArchNet(tf.Module):
     # The supernet's questions, answered for the one arch (the step, the evaluator and export ask them).
     @property
     def conv_kernels(self) -> list[tf.Variable]:
-        return [m.kernel for m in self._flatten(predicate=lambda m: isinstance(m, Conv2D))]
+        return conv_kernels_of(self)
 
     @property
     def bn_moving_variables(self) -> list[tf.Variable]:
-        bns = [m for m in self._flatten(predicate=lambda m: isinstance(m, BatchNorm))]
-        return [v for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
+        return bn_moving_variables_of(self)
 
     def check_arch(self, arch: Sequence[int]) -> None:
         """ValueError unless `arch` is this net's own."""

@@ -237,3 +237,14 @@ class KernelChoice(tf.Module):
 
     def __call__(self, x: tf.Tensor, option: tf.Tensor) -> tf.Tensor:
         return tf.switch_case(option, [lambda c=c: c(x) for c in self.convs], name=self.name)
+
+
+def conv_kernels_of(net: tf.Module) -> list[tf.Variable]:
+    """Every conv kernel of `net` (the weight-decay set), in module order."""
+    return [m.kernel for m in net._flatten(predicate=lambda m: isinstance(m, Conv2D))]
+
+
+def bn_moving_variables_of(net: tf.Module) -> list[tf.Variable]:
+    """Moving mean and variance of every BN of `net` (what recalibration replaces), in module order."""
+    bns = list(net._flatten(predicate=lambda m: isinstance(m, BatchNorm)))
+    return [v for bn in bns for v in (bn.moving_mean, bn.moving_variance)]

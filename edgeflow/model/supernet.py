@@ -22,6 +22,8 @@ from edgeflow.model.layers import (
     ConvBNReLU,
     DepthChoice,
     KernelChoice,
+    bn_moving_variables_of,
+    conv_kernels_of,
     upsample2x,
 )
 from edgeflow.space.arch import NUM_BLOCKS, validate_arch
@@ -88,13 +90,12 @@ class Supernet(tf.Module):
     @property
     def conv_kernels(self) -> list[tf.Variable]:
         """Every conv kernel of the supernet, all branches (the weight-decay set)."""
-        return [m.kernel for m in self._flatten(predicate=lambda m: isinstance(m, Conv2D))]
+        return conv_kernels_of(self)
 
     @property
     def bn_moving_variables(self) -> list[tf.Variable]:
         """Moving mean and variance of every BN of the supernet, all branches."""
-        bns = [m for m in self._flatten(predicate=lambda m: isinstance(m, BatchNorm))]
-        return [v for bn in bns for v in (bn.moving_mean, bn.moving_variance)]
+        return bn_moving_variables_of(self)
 
     def arch_modules(self, arch: Sequence[int]) -> list[tf.Module]:
         """The Conv2D and BatchNorm modules that `arch` (9 Python ints) runs."""
