@@ -144,7 +144,8 @@ def test_a_folder_edgeflow_did_not_make_is_left_alone(supernet: Path, capsys) ->
     folder.mkdir(parents=True)
     (folder / "notes.txt").write_text("mine")
     assert fidelity_cmd.main(["--run", str(supernet), "--k", "4", "--name", "mine"]) == EXIT_BAD_INPUT
-    assert "not an edgeflow run directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not an edgeflow run directory" in err and "choose another --name" in err, err
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
 
 

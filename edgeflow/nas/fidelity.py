@@ -277,9 +277,9 @@ def prepare(run_dir: str | Path, settings: Settings, *, name: str | None = None)
     rank_plan = rank.prepare(root, selection, checkpoint=settings.checkpoint)
     name = name or rank_plan.key.checkpoint
     folder = root / FIDELITY_DIR / name
-    foreign = rundir.foreign_folder(folder)
+    foreign = rundir.foreign_folder(folder, choose="--name")
     if foreign:
-        raise FidelityError(foreign.replace("runtime.experiment_name or runtime.output_root", "--name"))
+        raise FidelityError(foreign)
     rank.check_key(folder, rank_plan.key)
     existing = read_pool(folder)
     if existing is not None and existing.get("settings") != settings.record():

@@ -69,9 +69,10 @@ class RunPaths:
 RUN_MARKERS = (RUN_FILE, EVENTS_FILE, LOCK_FILE, f"{JOBS_DIR}/submissions.json", f"{CHECKPOINT_DIR}/latest.json")
 
 
-def foreign_folder(path: Path) -> str:
+def foreign_folder(path: Path, choose: str = "runtime.experiment_name or runtime.output_root") -> str:
     """Why `path` must not be used as a run directory ("" when it may: absent, empty, or a run's):
-    an existing folder edgeflow did not make (someone's data, /etc/ssh) is never written into."""
+    an existing folder edgeflow did not make (someone's data, /etc/ssh) is never written into. `choose`:
+    what the user changes to pick another folder."""
     if not os.path.lexists(path):
         return ""
     if not path.is_dir():
@@ -84,7 +85,7 @@ def foreign_folder(path: Path) -> str:
     except OSError as exc:
         return f"{path} cannot be read: {exc.strerror or exc}"
     return (f"{path} exists, is not empty and is not an edgeflow run directory (no {RUN_FILE}); it is left "
-            f"alone: choose another runtime.experiment_name or runtime.output_root")
+            f"alone: choose another {choose}")
 
 
 def hostname() -> str:
