@@ -123,13 +123,17 @@ def _add_nas_parsers(sub: Any) -> None:
                        help="a ranking-fidelity report as jobs: the stand-alone trainings as one array, then "
                             "the report",
                        description="Choose the pool of a fidelity report on this machine (from the supernet's "
-                       "ranking of the candidates: `jobs rank --sample C --seed S` first), queue its stand-alone "
-                       "trainings as one job array (one element per subnet, each a training run with the gate, "
-                       "requeue and monitoring of `submit`), then the report as a job that starts once every "
+                       "ranking of the candidates: `jobs rank --sample C --seed S` first, or --rank-shards), "
+                       "queue its stand-alone trainings as one job array (one element per subnet, each a training "
+                       "run with the gate, requeue and monitoring of `submit`), then the report as a job that "
+                       "starts once every "
                        "training ended well. Finished trainings are not queued again.")
     _add_launch_options(f)
     f.add_argument("--array-parallelism", type=int, metavar="N",
                    help="at most N stand-alone trainings at the same time (GPUs in use)")
+    f.add_argument("--rank-shards", type=int, metavar="N",
+                   help="when the supernet has not ranked the candidates yet: queue that ranking first (`jobs "
+                        "rank`, N array elements), wait for it, then choose the pool and queue the trainings")
 
 
 log = console_logger("jobs", "jobs: %(message)s")
@@ -225,9 +229,20 @@ def cmd_nas(args: argparse.Namespace) -> int:
     if getattr(args, "array_parallelism", None) is not None and args.array_parallelism < 1:
         _err(f"--array-parallelism: must be >= 1, got {args.array_parallelism}")
         return rundir.EXIT_BAD_INPUT
+    if getattr(args, "rank_shards", None) is not None and args.rank_shards < 1:
+        _err(f"--rank-shards: must be >= 1, got {args.rank_shards}")
+        return rundir.EXIT_BAD_INPUT
     try:
         prof = profiles.load(args.cluster, args.profile_overrides)
         plan = None
+        if args.command == "fidelity" and args.rank_shards and kinds.fidelity_unranked(args):
+            # The pool is chosen from the supernet's ranking of the candidates: rank them first, as jobs.
+            ranking = build_parser().parse_args(kinds.fidelity_ranking(args, args.rank_shards))
+            code = submit.launch([kinds.rank(ranking)], prof, dry_run=args.dry_run, wait_end=True)
+            if args.dry_run or code != rundir.EXIT_OK:
+                if args.dry_run:
+                    print("then, once it has ranked them: the pool is chosen and the stand-alone trainings queued")
+                return code
         if args.command == "fidelity":
             plan, batches = kinds.fidelity(args)
         else:

@@ -208,6 +208,26 @@ def search(args: argparse.Namespace) -> Batch:
                  rename_hint="choose another --name")
 
 
+def fidelity_ranking(args: argparse.Namespace, shards: int = 1) -> list[str]:
+    """The `jobs rank` arguments that rank the candidates a fidelity report chooses its pool from."""
+    from edgeflow.commands import fidelity as fidelity_cmd
+
+    settings = fidelity_cmd.settings_of(args)
+    return ["rank", "--cluster", args.cluster, "--run", str(Path(args.run).resolve()), "--sample",
+            str(settings.candidate_count), "--seed", str(settings.seed), "--checkpoint", settings.checkpoint,
+            *(["--shards", str(shards)] if shards > 1 else []),
+            *[a for item in args.profile_overrides for a in ("--profile-set", item)]]
+
+
+def fidelity_unranked(args: argparse.Namespace) -> bool:
+    """Whether the supernet has yet to rank some of the report's candidates (refusals as `fidelity`)."""
+    from edgeflow.commands import fidelity as fidelity_cmd
+    from edgeflow.nas import fidelity as fid
+
+    plan = fid.prepare(str(Path(args.run).resolve()), fidelity_cmd.settings_of(args), name=args.name)
+    return bool(fid.missing_candidates(plan))
+
+
 def fidelity(args: argparse.Namespace) -> tuple[Any, list[Batch]]:
     """`jobs fidelity`: the stand-alone trainings of the pool as one array (each element a training run,
     as `submit` queues it), then the report as a job after it (edgeflow.nas.rank.RankError, ConfigError,
@@ -227,9 +247,8 @@ def fidelity(args: argparse.Namespace) -> tuple[Any, list[Batch]]:
         raise ValueError(
             f"the supernet has not ranked {len(missing)} of the {len(plan.candidates)} candidates the pool is "
             f"chosen from (checkpoint {plan.key.checkpoint}); rank them first, then submit again: python -m jobs "
-            f"rank --cluster {args.cluster} --run {run_dir} --sample {settings.candidate_count} --seed "
-            f"{settings.seed}" + (f" --checkpoint {settings.checkpoint}" if settings.checkpoint != "best" else "")
-            + " --wait")
+            f"{' '.join(fidelity_ranking(args))} --wait (or add --rank-shards N: the same, queued and waited for "
+            f"by this command)")
     fid.choose(plan)
     trainings = plan.trainings()
     todo = [t for t in trainings if not t.finished]

@@ -15,6 +15,7 @@ from conftest import require_service
 
 from edgeflow.commands import rank as rank_cmd
 from edgeflow.nas import fidelity
+from edgeflow.nas import rank as rank_mod
 from edgeflow.rundir import read_events
 from tests.helpers import REPO
 from tests.nas_helpers import make_run
@@ -53,6 +54,13 @@ def test_pool_is_chosen_on_a_login_node_and_unranked_candidates_are_refused(
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert f"python -m jobs rank --cluster ci --run {supernet} --sample {CANDIDATES} --seed 0" in refused.stderr
     assert not (supernet / "fidelity").exists()
+    # --rank-shards: that ranking is queued first (here a dry run: its array, and what comes after it)
+    first = jobs(*fidelity_args(supernet, image), "--rank-shards", "2", "--dry-run", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "#SBATCH --array=0-1" in first.stdout and f"--sample {CANDIDATES}" in first.stdout.replace("'", "")
+    assert "then, once it has ranked them: the pool is chosen" in first.stdout
+    assert "train.arch=" not in first.stdout
+    assert not (supernet / "fidelity").exists() and not (supernet / "rank").exists()
     # ranked (here, with TensorFlow), the dry run shows the array and the report job after it
     assert rank_cmd.main(["--run", str(supernet), "--sample", CANDIDATES, "--seed", "0"]) == 0
     dry = jobs(*fidelity_args(supernet, image), "--dry-run", "--array-parallelism", "2", env=env)
@@ -72,16 +80,22 @@ def test_fidelity_array_on_slurm_then_the_report_and_a_rerun_queues_no_training(
     from tests.test_jobs_slurm import slurm_up
 
     require_service(slurm_up(), "no single-node SLURM (sbatch + sinfo with an idle node); run scripts/slurm-up.sh")
-    assert rank_cmd.main(["--run", str(supernet), "--sample", CANDIDATES, "--seed", "0"]) == 0
     image = tmp_path / "edgeflow.sif"
     image.touch()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", APPTAINER_STANDIN_LOG=str(tmp_path / "apptainer.log"),
                EDGEFLOW_JOBS_INDEX=str(tmp_path / "index.jsonl"))
     env["PATH"] = os.pathsep.join([str(REPO / "tests" / "bin"), str(Path(sys.executable).parent), env["PATH"]])
-    out = jobs(*fidelity_args(supernet, image), "--array-parallelism", "2", "--wait", env=env, timeout=1500)
+    # The candidates are not ranked yet: --rank-shards queues their ranking first and waits for it.
+    out = jobs(*fidelity_args(supernet, image), "--array-parallelism", "2", "--rank-shards", "1", "--wait", env=env,
+               timeout=1500)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
+    ranking = re.findall(r"^submitted job (\S+): experiment \S+/rank/best-000001$", out.stdout, flags=re.M)
+    assert len(ranking) == 1 and out.stdout.index(ranking[0]) < out.stdout.index("submitted 5 jobs"), out.stdout
+    ranked = rank_mod.read_ranking(supernet / "rank" / "best-000001" / "results.csv")
+    assert set(rank_mod.sample_codes(int(CANDIDATES), 0)) <= set(ranked)
     assert "submitted 5 jobs" in out.stdout  # an array of 4, then the report job
-    ids = re.findall(r"^submitted job (\S+): experiment (\S+)", out.stdout, flags=re.M)
+    ids = [(job_id, name) for job_id, name in re.findall(r"^submitted job (\S+): experiment (\S+)", out.stdout,
+                                                         flags=re.M) if "/rank/" not in name]
     array = {job_id.split("_")[0] for job_id, name in ids if name.startswith("sa-")}
     assert len(ids) == 5 and len(array) == 1, out.stdout
     folder = supernet / "fidelity" / "best-000001"
@@ -96,7 +110,7 @@ def test_fidelity_array_on_slurm_then_the_report_and_a_rerun_queues_no_training(
     sub = json.loads((folder / "jobs" / "submissions.json").read_text())
     record = sub["submissions"][-1]
     assert record["kind"] == "fidelity" and len(record["after"]) == 4
-    assert len((tmp_path / "apptainer.log").read_text().splitlines()) == 5
+    assert len((tmp_path / "apptainer.log").read_text().splitlines()) == 6  # the ranking, 4 trainings, the report
     assert "--no-train" in (tmp_path / "apptainer.log").read_text().splitlines()[-1]
     events = list(read_events(folder / "events.jsonl"))
     assert events[-1]["event"] == "run_end" and events[-1]["status"] == "completed"
