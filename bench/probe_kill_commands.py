@@ -35,7 +35,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bench.probe_kill_resume import kill_children, start_edgeflow
 
 REPO = Path(__file__).resolve().parents[1]
 KINDS = ("pack", "rank", "export", "import-v1")
@@ -97,27 +98,8 @@ class Kind:
 
 # ---- running and killing ---------------------------------------------------------------------------
 
-_CHILDREN: list[subprocess.Popen[bytes]] = []
-
-
 def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    with log.open("ab") as out:
-        out.write(f"\n$ edgeflow {' '.join(argv)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "edgeflow", *argv], cwd=REPO, stdout=out,
-                                stderr=subprocess.STDOUT, env=env)
-    _CHILDREN.append(proc)
-    return proc
-
-
-def _kill_children() -> None:
-    """No command outlives the probe (an interrupted or timed-out probe included)."""
-    while _CHILDREN:
-        proc = _CHILDREN.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    return start_edgeflow(argv, log, header=True)
 
 
 def _listing(folder: Path) -> frozenset[str]:
@@ -489,7 +471,7 @@ def probe(kinds: list[str], kills: int, seed: int, workdir: Path, data: Path | N
         rng = random.Random(seed)
         return [probe_kind(k, setup, kills, rng) for k in kinds]
     finally:
-        _kill_children()
+        kill_children()
 
 
 def main(argv: list[str] | None = None) -> int:

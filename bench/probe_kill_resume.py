@@ -63,17 +63,26 @@ def tiny_config(workdir: Path, data: Path, name: str, epochs: int) -> Path:
 _CHILDREN: list[subprocess.Popen[bytes]] = []
 
 
-def _start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_edgeflow(argv: list[str], log: Path, *, header: bool = False) -> subprocess.Popen[bytes]:
+    """`python -m edgeflow ARGV` in the background, its output appended to `log` (after a `$ edgeflow ...`
+    line with `header`); kill_children() ends it if the probe ends first."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "edgeflow", "train", "--config", str(cfg)], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        if header:
+            out.write(f"\n$ edgeflow {' '.join(argv)}\n".encode())
+            out.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "edgeflow", *argv], cwd=REPO, stdout=out,
+                                stderr=subprocess.STDOUT, env=env)
     _CHILDREN.append(proc)
     return proc
 
 
-def _kill_children() -> None:
-    """No trainer outlives the probe (an interrupted or timed-out probe included)."""
+def _start(cfg: Path, log: Path) -> subprocess.Popen[bytes]:
+    return start_edgeflow(["train", "--config", str(cfg)], log)
+
+
+def kill_children() -> None:
+    """No command started by a probe outlives it (an interrupted or timed-out probe included)."""
     while _CHILDREN:
         proc = _CHILDREN.pop()
         if proc.poll() is None:
@@ -166,7 +175,7 @@ def probe(kills: int, seed: int, workdir: Path, epochs: int = 3, timeout: float 
     try:
         return _probe(kills, seed, workdir, epochs, timeout, data)
     finally:
-        _kill_children()
+        kill_children()
 
 
 def _probe(kills: int, seed: int, workdir: Path, epochs: int, timeout: float, data: Path | None) -> ProbeResult:
